@@ -1,0 +1,3 @@
+"""backup_exporter: MongoDB backups streamed into Azure Blob Storage, watched by Prometheus."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Dump engines: produce a gzip-compressed mongodump archive stream."""

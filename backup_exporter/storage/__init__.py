@@ -1,0 +1,1 @@
+"""Storage backends: where archives, per-plan run status and locks live."""
