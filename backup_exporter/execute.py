@@ -1,0 +1,122 @@
+"""The one place that starts subprocesses.
+
+Commands are argv tuples built by pure functions elsewhere (``commands.py``); secrets never travel in argv
+but through an inherited pipe (``secret_files``), so they are invisible to ``ps`` and to our logs. Children
+run in their own process group so that a cancel or shutdown can stop the whole tree.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import signal
+import subprocess
+import threading
+from collections.abc import Mapping, Sequence
+from typing import IO
+
+log = logging.getLogger(__name__)
+
+STDERR_TAIL_LINES = 20
+
+
+class Command:
+    """A running child process with its stdout as a pipe and its stderr logged and kept (last lines)."""
+
+    def __init__(self, argv: Sequence[str], *, stdin: int | IO[bytes] | None = subprocess.DEVNULL,
+                 stdout: int | IO[bytes] | None = subprocess.PIPE,
+                 secret_files: Mapping[str, bytes] | None = None, env: Mapping[str, str] | None = None,
+                 log_prefix: str = "") -> None:
+        """Start argv; every "{name}" in argv is replaced with a /dev/fd path whose pipe yields
+        secret_files[name]. Raises FileNotFoundError / PermissionError when the binary cannot start."""
+        self.argv = tuple(argv)
+        self._stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
+        self._log_prefix = log_prefix
+        pass_fds: list[int] = []
+        writers: list[tuple[int, bytes]] = []
+        final_argv = list(self.argv)
+        for name, content in (secret_files or {}).items():
+            read_fd, write_fd = os.pipe()
+            pass_fds.append(read_fd)
+            writers.append((write_fd, content))
+            final_argv = [a.replace("{" + name + "}", f"/dev/fd/{read_fd}") for a in final_argv]
+        try:
+            self.process = subprocess.Popen(
+                final_argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, pass_fds=pass_fds,
+                start_new_session=True, env=dict(env) if env is not None else None, close_fds=True)
+        finally:
+            for fd in pass_fds:
+                os.close(fd)
+        # Secrets are written from threads: a pipe holds 64 KiB, and the child reads it whenever it likes.
+        for write_fd, content in writers:
+            threading.Thread(target=_write_and_close, args=(write_fd, content), daemon=True).start()
+        self._stderr_thread = threading.Thread(target=self._drain_stderr, daemon=True)
+        self._stderr_thread.start()
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def stdout(self) -> IO[bytes]:
+        assert self.process.stdout is not None
+        return self.process.stdout
+
+    def _drain_stderr(self) -> None:
+        assert self.process.stderr is not None
+        for raw in self.process.stderr:
+            line = raw.decode("utf-8", "replace").rstrip()
+            if line:
+                self._stderr_tail.append(line)
+                log.info("%s%s", self._log_prefix, line)
+
+    def stderr_tail(self, lines: int = 5) -> list[str]:
+        """Return the last `lines` non-empty stderr lines seen so far."""
+        self._stderr_thread.join(timeout=2)
+        return list(self._stderr_tail)[-lines:]
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Return the exit code; -N when killed by signal N. Raises subprocess.TimeoutExpired."""
+        return self.process.wait(timeout=timeout)
+
+    def stop(self, grace: float = 10.0) -> int:
+        """SIGTERM the child's whole process group, SIGKILL it after `grace` seconds; return the exit code."""
+        if self.process.poll() is None:
+            _signal_group(self.process.pid, signal.SIGTERM)
+            try:
+                return self.process.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                _signal_group(self.process.pid, signal.SIGKILL)
+        code = self.process.wait()
+        # Grandchildren may outlive the leader; the group is ours, so clear it.
+        _signal_group(self.process.pid, signal.SIGKILL)
+        return code
+
+    def close(self) -> None:
+        for stream in (self.process.stdout, self.process.stdin):
+            if stream is not None:
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+
+
+def _write_and_close(fd: int, content: bytes) -> None:
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(content)
+    except OSError:
+        pass  # the child exited without reading: nothing to do
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def exit_code_of(returncode: int) -> int:
+    """Return a shell-style exit code: the code itself, or 128+N for a child killed by signal N."""
+    return 128 - returncode if returncode < 0 else returncode

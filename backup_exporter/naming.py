@@ -1,0 +1,41 @@
+"""Pure naming rules: where a plan's backups, status and lock live, and how names sort by time."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+from backup_exporter.storage.base import ARCHIVE_SUFFIX, LOCK_NAME, STATUS_NAME
+
+_STAMP = "%Y-%m-%dT%H-%M-%SZ"
+_STAMP_RE = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}Z)(?:-(\d+))?" + re.escape(ARCHIVE_SUFFIX) + "$")
+
+
+def plan_prefix(prefix: str, plan: str) -> str:
+    """Return the folder holding a plan's objects: '<prefix>/<plan>' (or '<plan>' without prefix)."""
+    prefix = prefix.strip("/")
+    return f"{prefix}/{plan}" if prefix else plan
+
+
+def backup_name(prefix: str, plan: str, started: datetime) -> str:
+    """Return '<prefix>/<plan>/<UTC timestamp>.archive.gz'; names sort in time order."""
+    if started.tzinfo is None:
+        raise ValueError("started must be timezone-aware")
+    stamp = started.astimezone(UTC).strftime(_STAMP)
+    return f"{plan_prefix(prefix, plan)}/{stamp}{ARCHIVE_SUFFIX}"
+
+
+def status_name(prefix: str, plan: str) -> str:
+    return f"{plan_prefix(prefix, plan)}/{STATUS_NAME}"
+
+
+def lock_name(prefix: str, plan: str) -> str:
+    return f"{plan_prefix(prefix, plan)}/{LOCK_NAME}"
+
+
+def time_of(name: str) -> datetime | None:
+    """Return the UTC start time encoded in a backup name, or None when the name is not one of ours."""
+    match = _STAMP_RE.match(name.rsplit("/", 1)[-1])
+    if not match:
+        return None
+    return datetime.strptime(match.group(1), _STAMP).replace(tzinfo=UTC)

@@ -1,0 +1,77 @@
+"""The per-plan run record kept in storage beside the backups (``<prefix>/<plan>/_status.json``).
+
+It is the one truth every process shares: the daemon loads it at start and refreshes it, so a restart or a
+``backupctl run-now`` in another process shows in the metrics. A failed run replaces ``last_attempt`` but
+never ``last_success``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from backup_exporter.errors import StorageError
+from backup_exporter.storage.base import Storage
+
+SUCCESS, FAILURE, INTERRUPTED = "success", "failure", "interrupted"
+
+
+@dataclass
+class Attempt:
+    started: float  # UNIX seconds (UTC)
+    finished: float
+    exit_code: int
+    result: str  # success | failure | interrupted
+    message: str = ""
+    name: str = ""  # the backup's object name, when one was committed
+    size: int = 0
+    sha256: str = ""
+    engine: str = ""
+
+    @property
+    def duration(self) -> float:
+        return max(0.0, self.finished - self.started)
+
+
+@dataclass
+class PlanStatus:
+    plan: str
+    last_attempt: Attempt | None = None
+    last_success: Attempt | None = None
+    restore_check: dict[str, Any] = field(default_factory=dict)  # {"time": float, "success": bool, ...}
+
+    def recorded(self, attempt: Attempt) -> PlanStatus:
+        """Return the status after `attempt`: last_success moves only when the attempt succeeded."""
+        return PlanStatus(
+            plan=self.plan, last_attempt=attempt,
+            last_success=attempt if attempt.result == SUCCESS else self.last_success,
+            restore_check=dict(self.restore_check))
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True, indent=1).encode()
+
+    @classmethod
+    def from_json(cls, plan: str, data: bytes | None) -> PlanStatus:
+        """Return the parsed status (an empty one for None). Raises StorageError when unreadable."""
+        if not data:
+            return cls(plan=plan)
+        try:
+            raw = json.loads(data)
+            return cls(
+                plan=plan,
+                last_attempt=Attempt(**raw["last_attempt"]) if raw.get("last_attempt") else None,
+                last_success=Attempt(**raw["last_success"]) if raw.get("last_success") else None,
+                restore_check=dict(raw.get("restore_check") or {}))
+        except (ValueError, TypeError, KeyError) as exc:
+            raise StorageError(f"status record of plan '{plan}' is unreadable: {exc}") from None
+
+
+def load(storage: Storage, name: str, plan: str) -> PlanStatus:
+    """Return the plan's stored status (empty when none). Raises StorageError."""
+    return PlanStatus.from_json(plan, storage.read_status(name))
+
+
+def save(storage: Storage, name: str, status: PlanStatus) -> None:
+    """Store the plan's status. Raises StorageError."""
+    storage.write_status(name, status.to_json())
