@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import signal
@@ -12,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from types import FrameType
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import yaml
 
@@ -20,6 +21,7 @@ from backup_exporter import __version__, logs, naming, status
 from backup_exporter import config as config_module
 from backup_exporter.config import Config, PlanConfig
 from backup_exporter.errors import BackupError, ExitCode, UsageError
+from backup_exporter.housekeeping import after_success_hook
 from backup_exporter.runner import CancelToken, Progress, RunOutcome, run_backup
 from backup_exporter.storage.base import Storage
 from backup_exporter.storage.factory import open_storage
@@ -103,7 +105,7 @@ def cmd_run_now(args: argparse.Namespace, cfg: Config) -> int:
     cancel = CancelToken()
     _install_signal_handlers(cancel)
     progress = Progress()
-    retention = _retention_hook(plan, storage, None)
+    retention = after_success_hook(plan, storage, None)
     try:
         if sys.stderr.isatty() and not args.quiet:
             with _ProgressLine(progress):
@@ -120,17 +122,6 @@ def cmd_run_now(args: argparse.Namespace, cfg: Config) -> int:
         return outcome.exit_code
     print(f"{outcome.name}\t{outcome.size}\t{outcome.sha256}")
     return push_code
-
-
-def _retention_hook(plan: PlanConfig, storage: Storage, metrics: Any) -> Callable[[RunOutcome], None] | None:
-    if plan.retention.is_empty:
-        return None
-    from backup_exporter.lifecycle import apply_retention
-
-    def hook(_outcome: RunOutcome) -> None:
-        apply_retention(storage, plan, metrics)
-
-    return hook
 
 
 def _push_if_configured(args: argparse.Namespace, cfg: Config, plan: PlanConfig, storage: Storage,
@@ -268,14 +259,22 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
 }
 
 
-def _register_optional_commands() -> None:
-    """Commands whose modules are imported only when used, so a broken optional dependency never breaks
-    the others."""
-    from backup_exporter import cli_lifecycle
-    from backup_exporter.daemon import cmd_daemon
+# Commands whose modules are imported only when used, so the common paths stay light.
+LAZY_COMMANDS = {
+    "daemon": "backup_exporter.daemon:cmd_daemon",
+    "list": "backup_exporter.cli_lifecycle:cmd_list",
+    "verify": "backup_exporter.cli_lifecycle:cmd_verify",
+    "restore": "backup_exporter.cli_lifecycle:cmd_restore",
+    "prune": "backup_exporter.cli_lifecycle:cmd_prune",
+}
 
-    COMMANDS["daemon"] = cmd_daemon
-    COMMANDS.update(cli_lifecycle.COMMANDS)
+
+def _command(name: str) -> Callable[[argparse.Namespace, Config], int]:
+    if name in COMMANDS:
+        return COMMANDS[name]
+    module_name, _, func = LAZY_COMMANDS[name].partition(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, func)  # type: ignore[no-any-return]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -291,8 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from backup_exporter.pushgateway import push_config_from_args
 
             args.push_config = push_config_from_args(args, cfg.pushgateway)
-        _register_optional_commands()
-        return COMMANDS[args.command](args, cfg)
+        return _command(args.command)(args, cfg)
     except BackupError as exc:
         print(f"backupctl: {logs.redact(exc.message)}" if not exc.message.startswith("backupctl")
               else logs.redact(exc.message), file=sys.stderr)

@@ -47,7 +47,7 @@ class JsonFormatter(logging.Formatter):
             "event": getattr(record, "event", record.name.rsplit(".", 1)[-1]),
             "message": record.getMessage(),
         }
-        for key in ("exit_code", "size", "duration", "name", "engine"):
+        for key in ("exit_code", "size", "duration", "backup", "engine"):
             if hasattr(record, key):
                 entry[key] = getattr(record, key)
         if record.exc_info and record.levelno >= logging.ERROR:
@@ -83,10 +83,10 @@ def plan_logger(name: str, plan: str) -> logging.LoggerAdapter[logging.Logger]:
     return logging.LoggerAdapter(logging.getLogger(name), {"plan": plan})
 
 
-def event(logger: logging.LoggerAdapter[logging.Logger], level: int, name: str, message: str,
+def event(logger: logging.LoggerAdapter[logging.Logger], level: int, event_name: str, message: str,
           *args: object, **fields: object) -> None:
     """Log `message` with the JSON fields `event` and any extra fields."""
     extra = dict(logger.extra or {})
     extra.update(fields)
-    extra["event"] = name
+    extra["event"] = event_name
     logger.logger.log(level, message, *args, extra=extra)

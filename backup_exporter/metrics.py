@@ -64,6 +64,17 @@ class BackupMetrics:
         info = Info("backup_exporter_build", "Version of backup_exporter and Python.", registry=registry)
         info.info({"version": __version__, "python_version": platform.python_version()})
 
+    def snapshot(self, plan: str) -> dict[str, float]:
+        """Return the plan's current gauge values by metric name (for the status API)."""
+        values: dict[str, float] = {}
+        for metric in self.registry.collect():
+            if metric.type != "gauge":
+                continue
+            for sample in metric.samples:
+                if sample.labels.get("plan") == plan:
+                    values[sample.name] = sample.value
+        return values
+
     def _gauge(self, name: str, documentation: str) -> Gauge:
         gauge = Gauge(name, documentation, ["plan"], registry=None if name in self.exclude else self.registry)
         for plan in self.plans:

@@ -246,7 +246,7 @@ def _locked_run(plan: PlanConfig, storage: Storage, metrics: BackupMetrics | Non
                          name=name, size=sink.size, sha256=sink.sha256.hexdigest(), engine=info.engine)
     _record(storage, status_key, plan.name, outcome, metrics, log)
     event(log, logging.INFO, "succeeded", "backup stored: %s (%d bytes in %.1f s)", name, sink.size,
-          outcome.finished - outcome.started, exit_code=0, size=sink.size, name=name,
+          outcome.finished - outcome.started, exit_code=0, size=sink.size, backup=name,
           duration=round(outcome.finished - outcome.started, 3))
     if after_success is not None:
         try:

@@ -1,0 +1,149 @@
+"""`backupctl daemon`: scheduled plans, the metrics endpoint, and the shared status kept fresh."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+import time
+from datetime import UTC, datetime
+from types import FrameType
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from backup_exporter import housekeeping
+from backup_exporter.config import Config, parse_listen
+from backup_exporter.errors import BackupError, ExitCode, UsageError
+from backup_exporter.http_server import MetricsServer
+from backup_exporter.metrics import BackupMetrics
+from backup_exporter.scheduler import PlanScheduler, missed_runs
+from backup_exporter.storage.base import Storage
+from backup_exporter.storage.factory import open_storage
+
+log = logging.getLogger(__name__)
+
+
+class Daemon:
+    """Everything the daemon runs, wired together; also the state the HTTP layer reads."""
+
+    def __init__(self, cfg: Config, storage: Storage) -> None:
+        self.cfg = cfg
+        self.storage = storage
+        self.api_token = cfg.server.api_token
+        self.registry = CollectorRegistry()
+        self.metrics = BackupMetrics(self.registry, cfg.plans)
+        for plan in cfg.plans.values():
+            self.metrics.max_age.labels(plan.name).set(plan.max_age_seconds)
+        self.scheduler = PlanScheduler(
+            cfg, storage, self.metrics,
+            after_success=lambda plan: housekeeping.after_success_hook(plan, storage, self.metrics))
+        housekeeping.add_restore_check_jobs(self.scheduler, cfg, storage, self.metrics)
+        self.storage_ok = False
+        self.storage_checked = 0.0
+        self.storage_error = "not checked yet"
+        self._stop = threading.Event()
+        self._refresher = threading.Thread(target=self._refresh_loop, daemon=True, name="status-refresh")
+
+    # -- DaemonState --------------------------------------------------------------------------------------
+
+    def healthy(self) -> tuple[bool, str]:
+        if not self.scheduler.alive:
+            return False, "scheduler is not running"
+        if not self._refresher.is_alive():
+            return False, "status refresher stopped"
+        return True, "ok"
+
+    def ready(self) -> tuple[bool, str]:
+        if not self.storage_ok:
+            return False, f"storage {self.storage.describe()} not reachable: {self.storage_error}"
+        return True, "ok"
+
+    def plan_names(self) -> list[str]:
+        return list(self.cfg.plans)
+
+    def start_run(self, plan: str) -> dict[str, Any] | None:
+        run = self.scheduler.start_manual(plan)
+        return run.as_dict() if run else None
+
+    def status(self) -> dict[str, Any]:
+        plans: dict[str, Any] = {}
+        for name in self.cfg.plans:
+            plans[name] = {"running": self.scheduler.is_running(name), **self.metrics.snapshot(name)}
+        return {"plans": plans, "runs": [r.as_dict() for r in self.scheduler.runs()],
+                "storage": self.storage.describe(), "ready": self.storage_ok}
+
+    # -- lifecycle ----------------------------------------------------------------------------------------
+
+    def check_storage(self) -> bool:
+        try:
+            self.storage.ping()
+            self.storage_ok, self.storage_error = True, ""
+        except BackupError as exc:
+            self.storage_ok, self.storage_error = False, exc.message
+        self.storage_checked = time.time()
+        return self.storage_ok
+
+    def start(self) -> None:
+        if not self.check_storage():
+            log.error("storage %s is not reachable: %s (will keep retrying; /readyz says 503)",
+                      self.storage.describe(), self.storage_error)
+        self.scheduler.refresh_status()
+        catch_up = missed_runs(self.cfg, self.storage, datetime.now(UTC)) if self.storage_ok else {}
+        self.scheduler.start(catch_up)
+        housekeeping.refresh_stored(self.cfg, self.storage, self.metrics)
+        self._refresher.start()
+
+    def _refresh_loop(self) -> None:
+        interval = self.cfg.server.status_refresh_seconds
+        while not self._stop.wait(interval):
+            try:
+                self.check_storage()
+                if self.storage_ok:
+                    self.scheduler.refresh_status()
+                self.scheduler.update_next_runs()
+            except Exception:
+                log.exception("status refresh failed")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.scheduler.shutdown(self.cfg.server.grace_period_seconds)
+
+
+def cmd_daemon(args: argparse.Namespace, cfg: Config) -> int:
+    """Run until SIGTERM/SIGINT; return 0 after a clean shutdown."""
+    host, port = cfg.server.listen_host, cfg.server.listen_port
+    if args.listen:
+        try:
+            host, port = parse_listen(args.listen)
+        except ValueError as exc:
+            raise UsageError(f"--listen: {exc}") from None
+    storage = open_storage(cfg.storage)
+    daemon = Daemon(cfg, storage)
+    try:
+        server = MetricsServer(host, port, daemon)
+    except OSError as exc:
+        raise BackupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", ExitCode.USAGE) from None
+    stop = threading.Event()
+    received: list[int] = []
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        received.append(signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server.start()
+    daemon.start()
+    log.info("daemon started: %d plan(s) (%s), storage %s, metrics at http://%s:%d/metrics",
+             len(cfg.plans), ", ".join(cfg.plans), storage.describe(), host, server.port)
+    while not stop.wait(1):
+        pass
+    log.info("received %s: stopping (grace period %.0f s)", signal.Signals(received[0]).name,
+             cfg.server.grace_period_seconds)
+    daemon.stop()
+    server.stop()
+    storage.close()
+    log.info("daemon stopped")
+    return 0

@@ -1,0 +1,104 @@
+"""What happens around backups: retention after a success, storage totals, scheduled restore drills."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from backup_exporter import naming, status
+from backup_exporter.config import Config, PlanConfig
+from backup_exporter.errors import BackupError
+from backup_exporter.logs import event, plan_logger
+from backup_exporter.metrics import BackupMetrics
+from backup_exporter.storage.base import Storage
+
+if TYPE_CHECKING:
+    from backup_exporter.runner import RunOutcome
+    from backup_exporter.scheduler import PlanScheduler
+
+log = logging.getLogger(__name__)
+
+
+def refresh_stored(cfg: Config, storage: Storage, metrics: BackupMetrics, plans: list[str] | None = None) -> None:
+    """Set backup_stored_backups/bytes from a listing of each plan's backups (never at scrape time)."""
+    for plan in cfg.plans.values():
+        if plans is not None and plan.name not in plans:
+            continue
+        try:
+            listed = storage.list_backups(naming.plan_prefix(plan.prefix, plan.name))
+        except BackupError as exc:
+            log.warning("could not list the backups of plan %s: %s", plan.name, exc.message)
+            continue
+        metrics.set_stored(plan.name, len(listed), sum(b.size for b in listed))
+
+
+def prune_plan(storage: Storage, plan: PlanConfig, metrics: BackupMetrics | None, *, dry_run: bool = False,
+               now: datetime | None = None) -> object:
+    """Apply the plan's retention policy; return the lifecycle PruneReport. Raises StorageError."""
+    from backup_exporter import lifecycle
+
+    report = lifecycle.prune(storage, plan.prefix, plan.name, plan.retention, now or datetime.now(UTC),
+                             dry_run=dry_run)
+    if metrics is not None and not dry_run:
+        metrics.add_retention_deleted(plan.name, len(report.deleted))
+        metrics.set_stored(plan.name, len(report.kept), sum(d.size for d in report.kept))
+    return report
+
+
+def after_success_hook(plan: PlanConfig, storage: Storage,
+                       metrics: BackupMetrics | None) -> Callable[[RunOutcome], None]:
+    """Return what runs after each successful backup: retention (if a policy is set), then storage totals."""
+
+    def hook(_outcome: RunOutcome) -> None:
+        plog = plan_logger(__name__, plan.name)
+        if not plan.retention.is_empty:
+            report = prune_plan(storage, plan, metrics)
+            deleted = getattr(report, "deleted", [])
+            event(plog, logging.INFO, "retention", "retention (%s): kept %d, deleted %d",
+                  plan.retention.describe(), len(getattr(report, "kept", [])), len(deleted))
+        elif metrics is not None:
+            listed = storage.list_backups(naming.plan_prefix(plan.prefix, plan.name))
+            metrics.set_stored(plan.name, len(listed), sum(b.size for b in listed))
+
+    return hook
+
+
+def run_restore_check(plan: PlanConfig, storage: Storage, metrics: BackupMetrics | None) -> bool:
+    """Restore the plan's newest backup into its scratch URI, compare counts, record; return success."""
+    from backup_exporter import lifecycle
+
+    plog = plan_logger(__name__, plan.name)
+    assert plan.restore_check.uri is not None
+    ok, message = False, ""
+    try:
+        report = lifecycle.restore_latest_check(storage, plan.prefix, plan.name, plan.restore_check.uri)
+        ok, message = report.check_ok, report.summary()
+    except BackupError as exc:
+        message = exc.message
+    now = time.time()
+    key = naming.status_name(plan.prefix, plan.name)
+    try:
+        current = status.load(storage, key, plan.name)
+        current.restore_check = {"time": now, "success": ok, "message": message}
+        status.save(storage, key, current)
+    except BackupError as exc:
+        log.warning("could not record the restore check of plan %s: %s", plan.name, exc.message)
+    if metrics is not None:
+        metrics.restore_check_time.labels(plan.name).set(now)
+        metrics.restore_check_success.labels(plan.name).set(1 if ok else 0)
+    event(plog, logging.INFO if ok else logging.ERROR, "restore_check",
+          "restore check %s: %s", "passed" if ok else "FAILED", message)
+    return ok
+
+
+def add_restore_check_jobs(scheduler: PlanScheduler, cfg: Config, storage: Storage, metrics: BackupMetrics) -> None:
+    """Schedule each plan's restore drill (off unless restore_check.schedule is set)."""
+    for plan in cfg.plans.values():
+        schedule = plan.restore_check.schedule
+        if schedule is None:
+            continue
+        scheduler.extra_jobs.append(
+            (lambda p=plan: run_restore_check(p, storage, metrics), schedule.trigger(), f"restore-check:{plan.name}"))

@@ -1,0 +1,131 @@
+"""The daemon's HTTP endpoints: /metrics, /healthz, /readyz, and the run API.
+
+Scrapes only serialise the registry: nothing is listed or computed in storage at scrape time, so /metrics
+stays fast while a backup runs. The run API is off unless a bearer token is configured.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Protocol
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+log = logging.getLogger(__name__)
+
+_RUN_PATH = re.compile(r"^/api/v1/plans/([^/]+)/run$")
+
+
+class DaemonState(Protocol):
+    """What the HTTP layer needs from the daemon."""
+
+    registry: CollectorRegistry
+    api_token: str | None
+
+    def healthy(self) -> tuple[bool, str]: ...
+
+    def ready(self) -> tuple[bool, str]: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    def plan_names(self) -> list[str]: ...
+
+    def start_run(self, plan: str) -> dict[str, Any] | None: ...
+
+
+def make_handler(state: DaemonState) -> type[BaseHTTPRequestHandler]:
+    """Return a request handler class bound to the daemon state."""
+
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "backup_exporter"
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            log.debug("http %s", format % args)
+
+        def _send(self, code: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        def _json(self, code: int, data: Any) -> None:
+            self._send(code, (json.dumps(data, indent=1) + "\n").encode(), "application/json")
+
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._send(200, generate_latest(state.registry), CONTENT_TYPE_LATEST)
+            elif path == "/healthz":
+                ok, why = state.healthy()
+                self._send(200 if ok else 503, (why + "\n").encode())
+            elif path == "/readyz":
+                ok, why = state.ready()
+                self._send(200 if ok else 503, (why + "\n").encode())
+            elif path == "/api/v1/status":
+                self._json(200, state.status())
+            elif path == "/":
+                self._send(200, b"backup_exporter: see /metrics, /healthz, /readyz, /api/v1/status\n")
+            else:
+                self._json(404, {"error": f"no such path: {path}"})
+
+        do_HEAD = do_GET
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length:
+                self.rfile.read(min(length, 65536))
+            match = _RUN_PATH.match(self.path.split("?", 1)[0])
+            if not match:
+                self._json(404, {"error": "no such path"})
+                return
+            if not state.api_token:
+                self._json(404, {"error": "the run API is off: set BACKUP_API_TOKEN (server.api_token) to enable"})
+                return
+            given = self.headers.get("Authorization", "")
+            expected = f"Bearer {state.api_token}"
+            if not hmac.compare_digest(given.encode(), expected.encode()):
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", "Bearer")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            plan = match.group(1)
+            if plan not in state.plan_names():
+                self._json(404, {"error": f"no plan named '{plan}'"})
+                return
+            run = state.start_run(plan)
+            if run is None:
+                self._json(409, {"error": f"plan '{plan}' is already running"})
+                return
+            self._json(202, run)
+
+    return Handler
+
+
+class MetricsServer:
+    """A threaded HTTP server on its own thread."""
+
+    def __init__(self, host: str, port: int, state: DaemonState) -> None:
+        """Bind host:port. Raises OSError when the address is in use or not allowed."""
+        self.httpd = ThreadingHTTPServer((host, port), make_handler(state))
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True, name="http")
+
+    @property
+    def port(self) -> int:
+        return int(self.httpd.server_address[1])
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -1,0 +1,214 @@
+"""Runs each plan on its cron schedule (APScheduler 3.x), one run per plan at a time.
+
+Overlap rules: a plan never runs twice at once in this process (a run that would overlap is skipped and
+counted) nor across processes (the storage lock, taken by the runner). Missed runs are coalesced: a run
+missed while the daemon was down or busy is caught up once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobEvent
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from backup_exporter import naming, status
+from backup_exporter.config import Config, PlanConfig
+from backup_exporter.errors import BackupError, ExitCode
+from backup_exporter.logs import event, plan_logger
+from backup_exporter.metrics import BackupMetrics
+from backup_exporter.runner import CancelToken, Progress, RunOutcome, run_backup
+from backup_exporter.storage.base import Storage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunState:
+    """A run known to this process, for the status API."""
+
+    id: str
+    plan: str
+    trigger: str
+    progress: Progress
+    cancel: CancelToken = field(default_factory=CancelToken)
+    outcome: RunOutcome | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"id": self.id, "plan": self.plan, "trigger": self.trigger,
+                                "state": "finished" if self.outcome else "running",
+                                "started": self.progress.started, "dumped_bytes": self.progress.dumped,
+                                "uploaded_bytes": self.progress.uploaded}
+        if self.outcome is not None:
+            o = self.outcome
+            data.update(result=o.result, exit_code=o.exit_code, message=o.message, finished=o.finished,
+                        name=o.name, size=o.size, sha256=o.sha256)
+        return data
+
+
+class PlanScheduler:
+    """Owns the APScheduler instance, the runs in flight, and the metrics they update."""
+
+    def __init__(self, cfg: Config, storage: Storage, metrics: BackupMetrics,
+                 after_success: Callable[[PlanConfig], Callable[[RunOutcome], None] | None] | None = None) -> None:
+        self.cfg = cfg
+        self.storage = storage
+        self.metrics = metrics
+        self.after_success = after_success
+        self._plan_locks = {name: threading.Lock() for name in cfg.plans}
+        self._runs: dict[str, RunState] = {}
+        self._runs_lock = threading.Lock()
+        self.scheduler = BackgroundScheduler(
+            executors={"default": ThreadPoolExecutor(max_workers=cfg.server.max_parallel_runs)},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+            timezone=UTC)
+        self.scheduler.add_listener(self._on_max_instances, EVENT_JOB_MAX_INSTANCES)
+        self.extra_jobs: list[tuple[Callable[..., Any], Any, str]] = []
+
+    # -- lifecycle --------------------------------------------------------------------------------------
+
+    def start(self, catch_up: dict[str, bool] | None = None) -> None:
+        """Schedule every plan and start; plans flagged in catch_up run once right away."""
+        for plan in self.cfg.plans.values():
+            self.scheduler.add_job(self._scheduled_run, plan.schedule.trigger(), args=[plan.name],
+                                   id=f"backup:{plan.name}", name=f"backup {plan.name}")
+        for func, trigger, job_id in self.extra_jobs:
+            self.scheduler.add_job(func, trigger, id=job_id, name=job_id)
+        self.scheduler.start()
+        for name, due in (catch_up or {}).items():
+            if due:
+                event(plan_logger(__name__, name), logging.INFO, "catch_up",
+                      "a scheduled run was missed while the daemon was down: running it once now")
+                self.scheduler.add_job(self._scheduled_run, args=[name], id=f"catch-up:{name}",
+                                       name=f"catch-up {name}")
+        self.update_next_runs()
+
+    def shutdown(self, grace_seconds: float) -> None:
+        """Cancel running backups (they abort and record 'interrupted'), wait up to grace, stop."""
+        self.scheduler.pause()
+        for run in self.running():
+            run.cancel.cancel()
+        deadline = time.monotonic() + grace_seconds
+        while self.running() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.scheduler.shutdown(wait=False)
+
+    @property
+    def alive(self) -> bool:
+        return bool(self.scheduler.running)
+
+    def update_next_runs(self) -> None:
+        for plan in self.cfg.plans:
+            job = self.scheduler.get_job(f"backup:{plan}")
+            if job is not None and job.next_run_time is not None:
+                self.metrics.next_run.labels(plan).set(job.next_run_time.timestamp())
+
+    # -- runs -------------------------------------------------------------------------------------------
+
+    def running(self) -> list[RunState]:
+        with self._runs_lock:
+            return [r for r in self._runs.values() if r.outcome is None]
+
+    def runs(self) -> list[RunState]:
+        with self._runs_lock:
+            return list(self._runs.values())
+
+    def is_running(self, plan: str) -> bool:
+        return self._plan_locks[plan].locked()
+
+    def start_manual(self, plan: str) -> RunState | None:
+        """Start a run of `plan` in the background; return it, or None when the plan is already running."""
+        lock = self._plan_locks[plan]
+        if not lock.acquire(blocking=False):
+            return None
+        run = self._new_run(plan, "api")
+        threading.Thread(target=self._execute, args=(run, lock), daemon=True, name=f"run-{plan}").start()
+        return run
+
+    def _scheduled_run(self, plan: str) -> None:
+        lock = self._plan_locks[plan]
+        if not lock.acquire(blocking=False):
+            self.metrics.run_skipped(plan)
+            event(plan_logger(__name__, plan), logging.WARNING, "skipped",
+                  "scheduled run skipped: the previous run of this plan is still going")
+            self.update_next_runs()
+            return
+        self._execute(self._new_run(plan, "schedule"), lock)
+
+    def _new_run(self, plan: str, trigger: str) -> RunState:
+        run = RunState(id=uuid.uuid4().hex[:12], plan=plan, trigger=trigger, progress=Progress())
+        with self._runs_lock:
+            # Keep the last few finished runs for the status API.
+            finished = [k for k, r in self._runs.items() if r.outcome is not None]
+            for key in finished[:-20]:
+                del self._runs[key]
+            self._runs[run.id] = run
+        return run
+
+    def _execute(self, run: RunState, lock: threading.Lock) -> None:
+        plan = self.cfg.plans[run.plan]
+        try:
+            hook = self.after_success(plan) if self.after_success else None
+            run.outcome = run_backup(plan, self.storage, metrics=self.metrics, cancel=run.cancel,
+                                     trigger=f"daemon {run.trigger}", progress=run.progress, after_success=hook)
+        except Exception as exc:  # never let a bug kill the scheduler thread silently
+            log.exception("internal error in run of plan %s", run.plan)
+            now = time.time()
+            run.outcome = RunOutcome(run.plan, status.FAILURE, ExitCode.SOFTWARE, f"internal error: {exc}", now, now)
+            self.metrics.last_exit_code.labels(run.plan).set(ExitCode.SOFTWARE)
+            self.metrics.run_finished(run.plan, status.FAILURE)
+        finally:
+            lock.release()
+            self.update_next_runs()
+
+    def _on_max_instances(self, job_event: JobEvent) -> None:
+        plan = job_event.job_id.split(":", 1)[-1]
+        if plan in self.cfg.plans:
+            self.metrics.run_skipped(plan)
+            event(plan_logger(__name__, plan), logging.WARNING, "skipped",
+                  "scheduled run skipped: the previous run of this plan is still going")
+
+    # -- shared truth -----------------------------------------------------------------------------------
+
+    def refresh_status(self) -> bool:
+        """Reload every idle plan's stored status into the metrics; return True when storage answered."""
+        ok = True
+        for plan in self.cfg.plans.values():
+            if self.is_running(plan.name):
+                continue
+            try:
+                record = status.load(self.storage, naming.status_name(plan.prefix, plan.name), plan.name)
+            except BackupError as exc:
+                ok = False
+                log.warning("could not refresh the status of plan %s: %s", plan.name, exc.message)
+                continue
+            self.metrics.apply_status(record)
+        return ok
+
+
+def missed_runs(cfg: Config, storage: Storage, now: datetime) -> dict[str, bool]:
+    """Return, per plan, whether a scheduled run fell between its last recorded attempt and now.
+
+    A plan that never ran is not caught up: its first run comes at its schedule.
+    """
+    due: dict[str, bool] = {}
+    for plan in cfg.plans.values():
+        try:
+            record = status.load(storage, naming.status_name(plan.prefix, plan.name), plan.name)
+        except BackupError:
+            due[plan.name] = False
+            continue
+        if record.last_attempt is None:
+            due[plan.name] = False
+            continue
+        previous = plan.schedule.previous_run(now)
+        due[plan.name] = previous is not None and previous.timestamp() > record.last_attempt.started + 1
+    return due

@@ -1,0 +1,31 @@
+"""Run the real `backupctl` program as a subprocess, the way operators do."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+TOOLS = Path(__file__).parent / "tools"
+FAKE_MONGODUMP = str(TOOLS / "fake-mongodump")
+
+
+def base_env(**overrides: str) -> dict[str, str]:
+    """Return a clean environment for backupctl: PATH and Python only, plus overrides."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("MONGODB_", "AZURE_", "BACKUP", "FAKE_MONGODUMP"))}
+    env.update(overrides)
+    return env
+
+
+def backupctl(args: Sequence[str], env: Mapping[str, str], timeout: float = 120,
+              input_text: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "backup_exporter.cli", *args], env=dict(env), text=True,
+                          capture_output=True, timeout=timeout, input=input_text)
+
+
+def start_backupctl(args: Sequence[str], env: Mapping[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "backup_exporter.cli", *args], env=dict(env), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
