@@ -164,6 +164,7 @@ def run_backup(plan: PlanConfig, storage: Storage, *, metrics: BackupMetrics | N
     progress.started = started
     lock = naming.lock_name(plan.prefix, plan.name)
     try:
+        storage.ping()  # a clear "container missing / directory not mounted" before anything else
         with storage.lock(lock, holder_description(trigger)):
             return _locked_run(plan, storage, metrics, cancel, progress, engine, after_success, started_at, clock,
                                log)

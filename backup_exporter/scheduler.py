@@ -118,8 +118,9 @@ class PlanScheduler:
             return [r for r in self._runs.values() if r.outcome is None]
 
     def runs(self) -> list[RunState]:
+        """Return the runs this process knows, newest first."""
         with self._runs_lock:
-            return list(self._runs.values())
+            return list(reversed(self._runs.values()))
 
     def is_running(self, plan: str) -> bool:
         return self._plan_locks[plan].locked()
@@ -157,17 +158,19 @@ class PlanScheduler:
         plan = self.cfg.plans[run.plan]
         try:
             hook = self.after_success(plan) if self.after_success else None
-            run.outcome = run_backup(plan, self.storage, metrics=self.metrics, cancel=run.cancel,
-                                     trigger=f"daemon {run.trigger}", progress=run.progress, after_success=hook)
+            outcome = run_backup(plan, self.storage, metrics=self.metrics, cancel=run.cancel,
+                                 trigger=f"daemon {run.trigger}", progress=run.progress, after_success=hook)
         except Exception as exc:  # never let a bug kill the scheduler thread silently
             log.exception("internal error in run of plan %s", run.plan)
             now = time.time()
-            run.outcome = RunOutcome(run.plan, status.FAILURE, ExitCode.SOFTWARE, f"internal error: {exc}", now, now)
+            outcome = RunOutcome(run.plan, status.FAILURE, ExitCode.SOFTWARE, f"internal error: {exc}", now, now)
             self.metrics.last_exit_code.labels(run.plan).set(ExitCode.SOFTWARE)
             self.metrics.run_finished(run.plan, status.FAILURE)
         finally:
             lock.release()
             self.update_next_runs()
+        # Published only after the plan lock is free, so "finished" always means a new run may start.
+        run.outcome = outcome
 
     def _on_max_instances(self, job_event: JobEvent) -> None:
         plan = job_event.job_id.split(":", 1)[-1]

@@ -43,7 +43,7 @@ def mongo_client(mongo_uri: str) -> Iterator[MongoClient]:  # type: ignore[type-
 def azurite(server_logs: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[servers.Server]:
     server = servers.start_azurite(server_logs, tmp_path_factory.mktemp("azurite-data"))
     yield server
-    server.stop()
+    server.stop(grace=1)  # its data is temporary; it ignores SIGTERM for a long while
 
 
 @pytest.fixture(scope="session")

@@ -55,11 +55,11 @@ class Server:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def stop(self) -> None:
+    def stop(self, grace: float = 10.0) -> None:
         if self.process.poll() is None:
             try:
                 os.killpg(self.process.pid, signal.SIGTERM)
-                self.process.wait(timeout=10)
+                self.process.wait(timeout=grace)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 try:
                     os.killpg(self.process.pid, signal.SIGKILL)

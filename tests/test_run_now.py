@@ -244,6 +244,7 @@ def test_json_logs_carry_level_plan_event_and_message(azure_connection_string: s
 
 
 def test_local_directory_backend_keeps_the_same_contract(tmp_path: Path) -> None:
+    (tmp_path / "store").mkdir()
     env = base_env(MONGODB_URI="mongodb://127.0.0.1:1/", BACKUP_LOCAL_DIR=str(tmp_path / "store"),
                    BACKUP_ENGINE="mongodump", BACKUP_MONGODUMP_PATH=FAKE_MONGODUMP, FAKE_MONGODUMP_MODE="ok")
     assert backupctl(["run-now"], env).returncode == 0
@@ -253,3 +254,12 @@ def test_local_directory_backend_keeps_the_same_contract(tmp_path: Path) -> None
                    if p.is_file() and p.name.endswith(".archive.gz"))
     assert len(files) == 1 and files[0].startswith("default/")
     assert (tmp_path / "store" / files[0]).read_bytes() == GOLDEN_GZ.read_bytes()
+
+
+def test_a_missing_local_directory_is_a_storage_error_not_a_silent_new_folder(tmp_path: Path) -> None:
+    env = base_env(MONGODB_URI="mongodb://127.0.0.1:1/", BACKUP_LOCAL_DIR=str(tmp_path / "not-mounted"),
+                   BACKUP_ENGINE="mongodump", BACKUP_MONGODUMP_PATH=FAKE_MONGODUMP, FAKE_MONGODUMP_MODE="ok")
+    result = backupctl(["run-now"], env)
+    assert result.returncode == 74, result.stderr
+    assert "not-mounted does not exist" in result.stderr
+    assert not (tmp_path / "not-mounted").exists()

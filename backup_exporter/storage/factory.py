@@ -7,7 +7,9 @@ from backup_exporter.storage.base import Storage
 
 
 def open_storage(cfg: StorageConfig) -> Storage:
-    """Return the backend for `cfg` (no network I/O yet; call ping() to check). Raises StorageError."""
+    """Return the backend for `cfg` (no network I/O yet; call ping() to check).
+
+    Raises ConfigError for missing or malformed credentials."""
     if cfg.type == "local":
         from backup_exporter.storage.local import LocalStorage
 

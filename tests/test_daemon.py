@@ -1,0 +1,238 @@
+"""The daemon: schedules, metrics over real HTTP, shared status, the run API, shutdown."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from backup_exporter.status import Attempt, PlanStatus
+from backup_exporter.storage.local import LocalStorage
+from tests import servers
+from tests.cli_helpers import FAKE_MONGODUMP, backupctl, base_env
+from tests.daemon_helpers import DaemonProcess, post, start_daemon
+
+PER_PLAN_GAUGES = [
+    "backup_last_success_timestamp_seconds", "backup_last_exit_code", "backup_last_attempt_timestamp_seconds",
+    "backup_last_duration_seconds", "backup_last_size_bytes", "backup_in_progress",
+    "backup_next_run_timestamp_seconds", "backup_max_age_seconds", "backup_stored_backups", "backup_stored_bytes",
+    "backup_last_restore_check_timestamp_seconds", "backup_last_restore_check_success",
+]
+PER_PLAN_COUNTERS = ["backup_uploaded_bytes_total", "backup_retention_deleted_total"]
+TOKEN = "test-token-123"
+
+
+def write_config(path: Path, store: Path, plans: dict[str, str], extra_plan: str = "",
+                 server: str = "") -> Path:
+    store.mkdir(parents=True, exist_ok=True)
+    body = "\n".join(f"""  {name}:
+    mongodb_uri: mongodb://127.0.0.1:1/
+    schedule: "{schedule}"
+    engine: mongodump
+    mongodump_path: {FAKE_MONGODUMP}
+{extra_plan}""" for name, schedule in plans.items())
+    path.write_text(f"""storage:
+  type: local
+  path: {store}
+server:
+  api_token: {TOKEN}
+  status_refresh: 1s
+  grace_period: 3s
+{server}
+plans:
+{body}
+""")
+    return path
+
+
+@pytest.fixture
+def daemons(tmp_path: Path):  # type: ignore[no-untyped-def]
+    started: list[DaemonProcess] = []
+
+    def start(config: Path, **env: str) -> DaemonProcess:
+        daemon = start_daemon(config, base_env(**env), tmp_path / "logs")
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        daemon.stop(signal.SIGKILL)
+
+
+def test_every_series_exists_for_every_plan_at_startup(tmp_path: Path, daemons) -> None:  # type: ignore[no-untyped-def]
+    cfg = write_config(tmp_path / "c.yml", tmp_path / "store", {"orders": "0 3 * * *", "users": "0 4 * * *"})
+    daemon = daemons(cfg)
+    text = daemon.metrics()
+    for plan in ("orders", "users"):
+        for name in PER_PLAN_GAUGES + PER_PLAN_COUNTERS:
+            assert daemon.value(name, plan=plan) is not None, f"{name}{{plan={plan}}} missing"
+        for result in ("success", "failure", "skipped"):
+            assert daemon.value("backup_runs_total", plan=plan, result=result) == 0
+        assert daemon.value("backup_max_age_seconds", plan=plan) == 28800
+        assert daemon.value("backup_last_success_timestamp_seconds", plan=plan) == 0
+    assert "# HELP backup_last_success_timestamp_seconds UNIX time" in text
+    assert "backup_exporter_build_info{" in text
+    next_run = daemon.value("backup_next_run_timestamp_seconds", plan="orders")
+    assert next_run is not None and next_run > time.time()
+    assert servers.http_ok(f"{daemon.url}/readyz")
+
+
+def test_a_scheduled_run_happens_and_updates_the_metrics(tmp_path: Path, daemons) -> None:  # type: ignore[no-untyped-def]
+    cfg = write_config(tmp_path / "c.yml", tmp_path / "store", {"main": "* * * * *"})
+    daemon = daemons(cfg, FAKE_MONGODUMP_MODE="ok")
+    servers.wait_until(lambda: (daemon.value("backup_runs_total", plan="main", result="success") or 0) >= 1, 90,
+                       "a scheduled run")
+    assert daemon.value("backup_last_exit_code", plan="main") == 0
+    assert time.time() - (daemon.value("backup_last_success_timestamp_seconds", plan="main") or 0) < 120
+    assert (daemon.value("backup_last_size_bytes", plan="main") or 0) > 100_000
+    assert (daemon.value("backup_uploaded_bytes_total", plan="main") or 0) > 100_000
+    assert daemon.value("backup_stored_backups", plan="main") == 1
+    assert daemon.value("backup_in_progress", plan="main") == 0
+
+
+def test_kill_9_and_restart_keeps_the_last_success(tmp_path: Path, daemons) -> None:  # type: ignore[no-untyped-def]
+    cfg = write_config(tmp_path / "c.yml", tmp_path / "store", {"main": "0 3 * * *"})
+    env = {"FAKE_MONGODUMP_MODE": "ok"}
+    first = daemons(cfg, **env)
+    code, run = post(f"{first.url}/api/v1/plans/main/run", TOKEN)
+    assert code == 202
+    servers.wait_until(lambda: (first.value("backup_runs_total", plan="main", result="success") or 0) >= 1, 30,
+                       "the API run")
+    success = first.value("backup_last_success_timestamp_seconds", plan="main")
+    assert success and success > 0
+    first.stop(signal.SIGKILL)
+    second = daemons(cfg, **env)
+    # The very first scrape after the restart already has it.
+    assert second.value("backup_last_success_timestamp_seconds", plan="main") == success
+    assert second.value("backup_last_exit_code", plan="main") == 0
+
+
+def test_a_backup_made_by_run_now_in_another_process_shows_in_the_daemon(  # type: ignore[no-untyped-def]
+        tmp_path: Path, daemons) -> None:
+    cfg = write_config(tmp_path / "c.yml", tmp_path / "store", {"main": "0 3 * * *"})
+    daemon = daemons(cfg)
+    assert daemon.value("backup_last_success_timestamp_seconds", plan="main") == 0
+    result = backupctl(["run-now", "--config", str(cfg)], base_env(FAKE_MONGODUMP_MODE="ok"))
+    assert result.returncode == 0, result.stderr
+    servers.wait_until(lambda: (daemon.value("backup_last_success_timestamp_seconds", plan="main") or 0) > 0, 15,
+                       "the daemon to pick up the other process's backup")
+    failed = backupctl(["run-now", "--config", str(cfg)], base_env(FAKE_MONGODUMP_MODE="fail"))
+    assert failed.returncode == 1
+    servers.wait_until(lambda: daemon.value("backup_last_exit_code", plan="main") == 1, 15, "the failure to show")
+    assert (daemon.value("backup_last_success_timestamp_seconds", plan="main") or 0) > 0
+
+
+def test_the_run_api_needs_the_token_refuses_overlap_and_reports_progress(  # type: ignore[no-untyped-def]
+        tmp_path: Path, daemons) -> None:
+    cfg = write_config(tmp_path / "c.yml", tmp_path / "store", {"main": "0 3 * * *"})
+    daemon = daemons(cfg, FAKE_MONGODUMP_MODE="sleepy", FAKE_MONGODUMP_SECONDS="3")
+    assert post(f"{daemon.url}/api/v1/plans/main/run")[0] == 401
+    assert post(f"{daemon.url}/api/v1/plans/main/run", "wrong")[0] == 401
+    assert post(f"{daemon.url}/api/v1/plans/nope/run", TOKEN)[0] == 404
+    code, run = post(f"{daemon.url}/api/v1/plans/main/run", TOKEN)
+    assert code == 202 and run["state"] == "running"
+    assert post(f"{daemon.url}/api/v1/plans/main/run", TOKEN)[0] == 409
+    assert daemon.value("backup_in_progress", plan="main") == 1
+    servers.wait_until(lambda: daemon.status()["runs"][0]["dumped_bytes"] > 0, 10, "progress")
+    servers.wait_until(lambda: daemon.status()["runs"][0]["state"] == "finished", 30, "the run to finish")
+    finished = daemon.status()["runs"][0]
+    assert finished["exit_code"] == 0 and finished["size"] > 0
+    # run-now --daemon starts a run through the API and waits for its exit code.
+    env = base_env(BACKUP_API_TOKEN=TOKEN)
+    result = backupctl(["run-now", "--config", str(cfg), "--daemon", daemon.url], env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("main/")
+
+
+def test_the_run_api_is_off_without_a_token(tmp_path: Path, daemons) -> None:  # type: ignore[no-untyped-def]
+    cfg = write_config(tmp_path / "c.yml", tmp_path / "store", {"main": "0 3 * * *"})
+    cfg.write_text(cfg.read_text().replace(f"  api_token: {TOKEN}\n", ""))
+    daemon = daemons(cfg)
+    code, body = post(f"{daemon.url}/api/v1/plans/main/run", TOKEN)
+    assert code == 404 and "off" in body["error"]
+
+
+def test_sigterm_mid_backup_records_an_interruption_and_leaves_nothing(  # type: ignore[no-untyped-def]
+        tmp_path: Path, daemons) -> None:
+    record = tmp_path / "record.jsonl"
+    store = tmp_path / "store"
+    cfg = write_config(tmp_path / "c.yml", store, {"main": "0 3 * * *"})
+    daemon = daemons(cfg, FAKE_MONGODUMP_MODE="slow", FAKE_MONGODUMP_RECORD=str(record))
+    assert post(f"{daemon.url}/api/v1/plans/main/run", TOKEN)[0] == 202
+    servers.wait_until(lambda: record.exists() and "grandchild" in record.read_text(), 30, "the dump to start")
+    started = time.monotonic()
+    code = daemon.stop(signal.SIGTERM)
+    assert time.monotonic() - started < 3 + 5, "exceeded the grace period"
+    assert code == 0, daemon.log()
+    lines = [json.loads(line) for line in record.read_text().splitlines()]
+    for pid in (lines[0]["pid"], next(x["grandchild"] for x in lines if "grandchild" in x)):
+        assert not Path(f"/proc/{pid}").exists() or Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    assert not list(store.rglob("*.archive.gz"))
+    stored = json.loads((store / "main" / "_status.json").read_text())
+    assert stored["last_attempt"]["result"] == "interrupted"
+    assert stored["last_attempt"]["exit_code"] == 143
+
+
+def test_two_daemons_sharing_azure_storage_never_dump_the_same_plan_at_once(  # type: ignore[no-untyped-def]
+        tmp_path: Path, daemons, azure_connection_string: str, container: str) -> None:
+    record = tmp_path / "record.jsonl"
+    cfg = tmp_path / "c.yml"
+    cfg.write_text(f"""storage:
+  container: {container}
+  connection_string: ${{AZURE_STORAGE_CONNECTION_STRING}}
+server:
+  api_token: {TOKEN}
+  status_refresh: 1s
+plans:
+  main:
+    mongodb_uri: mongodb://127.0.0.1:1/
+    schedule: "0 3 * * *"
+    engine: mongodump
+    mongodump_path: {FAKE_MONGODUMP}
+""")
+    env = {"AZURE_STORAGE_CONNECTION_STRING": azure_connection_string, "FAKE_MONGODUMP_MODE": "sleepy",
+           "FAKE_MONGODUMP_SECONDS": "3", "FAKE_MONGODUMP_RECORD": str(record)}
+    a, b = daemons(cfg, **env), daemons(cfg, **env)
+    for _ in range(3):
+        assert post(f"{a.url}/api/v1/plans/main/run", TOKEN)[0] == 202
+        assert post(f"{b.url}/api/v1/plans/main/run", TOKEN)[0] == 202
+        servers.wait_until(lambda: all(d.status()["runs"][0]["state"] == "finished" for d in (a, b)), 60,
+                           "both runs to finish")
+    entries = [json.loads(line) for line in record.read_text().splitlines()]
+    intervals = list(zip([e["start"] for e in entries if "start" in e], [e["end"] for e in entries if "end" in e],
+                         strict=True))
+    assert len(intervals) == 3  # one dump per round: the other daemon found the plan locked
+    intervals.sort()
+    for (_, end), (start, _) in zip(intervals, intervals[1:], strict=False):
+        assert start >= end
+    skipped = sum(d.value("backup_runs_total", plan="main", result="skipped") or 0 for d in (a, b))
+    assert skipped == 3
+
+
+def test_a_run_missed_while_down_is_caught_up_once(tmp_path: Path, daemons) -> None:  # type: ignore[no-untyped-def]
+    store = tmp_path / "store"
+    store.mkdir()
+    storage = LocalStorage(store)
+    long_ago = time.time() - 5 * 3600
+    storage.write_status("main/_status.json", PlanStatus(
+        "main", last_attempt=Attempt(long_ago, long_ago + 5, 0, "success", size=10),
+        last_success=Attempt(long_ago, long_ago + 5, 0, "success", size=10)).to_json())
+    cfg = write_config(tmp_path / "c.yml", store, {"main": "0 * * * *"})  # hourly: five slots were missed
+    daemon = daemons(cfg, FAKE_MONGODUMP_MODE="ok")
+    servers.wait_until(lambda: (daemon.value("backup_runs_total", plan="main", result="success") or 0) >= 1, 30,
+                       "the catch-up run")
+    time.sleep(2)
+    assert daemon.value("backup_runs_total", plan="main", result="success") == 1
+    assert "missed while the daemon was down" in daemon.log()
+
+
+def test_a_fresh_plan_is_not_caught_up(tmp_path: Path, daemons) -> None:  # type: ignore[no-untyped-def]
+    cfg = write_config(tmp_path / "c.yml", tmp_path / "store", {"main": "0 * * * *"})
+    daemon = daemons(cfg, FAKE_MONGODUMP_MODE="ok")
+    time.sleep(2)
+    assert daemon.value("backup_runs_total", plan="main", result="success") == 0
+    assert os.path.exists(tmp_path / "store")
