@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from types import FrameType
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import yaml
 
@@ -149,7 +149,7 @@ def cmd_check_config(args: argparse.Namespace, cfg: Config) -> int:
 def cmd_status(args: argparse.Namespace, cfg: Config) -> int:
     storage = open_storage(cfg.storage)
     now = time.time()
-    rows = []
+    rows: list[dict[str, Any]] = []
     try:
         for plan in _selected_plans(cfg, args.plan):
             record = status.load(storage, naming.status_name(plan.prefix, plan.name), plan.name)
@@ -190,7 +190,7 @@ def _selected_plans(cfg: Config, name: str | None) -> list[PlanConfig]:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="backupctl", description="MongoDB backups to Azure Blob Storage, watched by Prometheus.")
     parser.add_argument("--version", action="version", version=f"backupctl {__version__}")
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--config", metavar="FILE", help="YAML configuration (default: $BACKUPCTL_CONFIG, "
                         "else environment variables only)")
     common.add_argument("--log-format", choices=("text", "json"), help="log line format (default: text)")

@@ -130,11 +130,17 @@ class ArchiveSink:
         return None
 
 
-def select_engine(plan: PlanConfig, grace_seconds: float = 10.0) -> Engine:
-    """Return the engine the plan asks for; 'auto' means mongodump when it is on PATH, else native."""
-    engine = plan.engine
+def select_engine(plan: PlanConfig, grace_seconds: float = 10.0) -> tuple[Engine, str]:
+    """Return the engine the plan asks for and why; 'auto' means mongodump when it is on PATH, else native."""
+    engine, why = plan.engine, f"engine: {plan.engine} in the plan"
     if engine == "auto":
-        engine = "mongodump" if shutil.which(plan.mongodump_path) else "native"
+        found = shutil.which(plan.mongodump_path)
+        engine = "mongodump" if found else "native"
+        why = f"auto: {plan.mongodump_path} found at {found}" if found else f"auto: {plan.mongodump_path} not on PATH"
+    return _engine(plan, engine, grace_seconds), why
+
+
+def _engine(plan: PlanConfig, engine: str, grace_seconds: float) -> Engine:
     if engine == "mongodump":
         return MongodumpEngine(plan.mongodb_uri, binary=plan.mongodump_path, include=plan.include,
                                exclude=plan.exclude, extra_args=plan.mongodump_args, grace_seconds=grace_seconds,
@@ -192,8 +198,11 @@ def _locked_run(plan: PlanConfig, storage: Storage, metrics: BackupMetrics | Non
     name = naming.backup_name(plan.prefix, plan.name, started_at)
     if metrics is not None:
         metrics.run_started(plan.name, started)
-    engine = engine or select_engine(plan)
-    event(log, logging.INFO, "started", "backup started: engine %s, into %s", engine.name, name, engine=engine.name)
+    why = "given by the caller"
+    if engine is None:
+        engine, why = select_engine(plan)
+    event(log, logging.INFO, "started", "backup started: engine %s (%s), into %s", engine.name, why, name,
+          engine=engine.name)
     upload: Upload | None = None
     sink: ArchiveSink | None = None
     info: DumpInfo | None = None

@@ -31,9 +31,15 @@ ensure_venv() {
   say "creating the Python virtualenv in .venv"
   python3 -m venv "$REPO/.venv"
   "$REPO/.venv/bin/pip" install -q --upgrade pip >/dev/null 2>&1 || true
-  "$REPO/.venv/bin/pip" install -q -e "$REPO[dev]" 2>&1 | grep -v -E "^WARNING: Location" || true
-  "$REPO/.venv/bin/python" -c "import backup_exporter, pymongo, azure.storage.blob, secantusdb" \
-    || { echo "Python dependencies failed to install" >&2; exit 1; }
+  local log="$REPO/.cache/pip-install.log"
+  mkdir -p "$REPO/.cache"
+  if ! "$REPO/.venv/bin/pip" install -q -e "$REPO[dev]" >"$log" 2>&1; then
+    grep -v -E "^WARNING: Location" "$log" | tail -20 >&2
+    echo "pip install failed (full log: $log)" >&2
+    exit 1
+  fi
+  "$REPO/.venv/bin/python" -c "import backup_exporter, pymongo, azure.storage.blob, secantus" \
+    || { echo "Python dependencies failed to install (see $log)" >&2; exit 1; }
   echo "$want" >"$stamp"
 }
 

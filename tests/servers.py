@@ -97,7 +97,7 @@ def port_open(port: int) -> bool:
 
 def http_ok(url: str) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=1) as r:  # noqa: S310 - local test URL
+        with urllib.request.urlopen(url, timeout=1) as r:
             return 200 <= r.status < 300
     except (urllib.error.URLError, OSError):
         return False
@@ -107,7 +107,7 @@ def start(name: str, argv: Sequence[str], port: int, log_dir: Path, ready: Calla
           timeout: float = 60.0, env: dict[str, str] | None = None) -> Server:
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}-{port}.log"
-    log = open(log_path, "wb")  # noqa: SIM115 - owned by the process
+    log = open(log_path, "wb")
     proc = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             start_new_session=True, env=env)
     server = Server(name, port, proc, log_path)

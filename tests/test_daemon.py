@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -98,7 +99,7 @@ def test_kill_9_and_restart_keeps_the_last_success(tmp_path: Path, daemons) -> N
     cfg = write_config(tmp_path / "c.yml", tmp_path / "store", {"main": "0 3 * * *"})
     env = {"FAKE_MONGODUMP_MODE": "ok"}
     first = daemons(cfg, **env)
-    code, run = post(f"{first.url}/api/v1/plans/main/run", TOKEN)
+    code, _ = post(f"{first.url}/api/v1/plans/main/run", TOKEN)
     assert code == 202
     servers.wait_until(lambda: (first.value("backup_runs_total", plan="main", result="success") or 0) >= 1, 30,
                        "the API run")
@@ -207,7 +208,7 @@ plans:
                          strict=True))
     assert len(intervals) == 3  # one dump per round: the other daemon found the plan locked
     intervals.sort()
-    for (_, end), (start, _) in zip(intervals, intervals[1:], strict=False):
+    for (_, end), (start, _) in itertools.pairwise(intervals):
         assert start >= end
     skipped = sum(d.value("backup_runs_total", plan="main", result="skipped") or 0 for d in (a, b))
     assert skipped == 3
