@@ -235,8 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("backup", nargs="?", help="backup name as shown by 'list'")
     p.add_argument("--latest", action="store_true", help="the plan's newest backup")
     p.add_argument("--plan")
-    p.add_argument("--to", metavar="URI_ENV", help="name of the environment variable holding the target URI "
-                   "(default RESTORE_MONGODB_URI); the URI itself never goes on the command line")
+    p.add_argument("--to", metavar="URI", help="target MongoDB: a URI without password, or env:VAR to read "
+                   "the URI (with its password) from an environment variable")
     p.add_argument("--ns-include", action="append", default=[], metavar="PATTERN")
     p.add_argument("--ns-from", action="append", default=[], metavar="PATTERN")
     p.add_argument("--ns-to", action="append", default=[], metavar="PATTERN")

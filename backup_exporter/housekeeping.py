@@ -16,6 +16,7 @@ from backup_exporter.metrics import BackupMetrics
 from backup_exporter.storage.base import Storage
 
 if TYPE_CHECKING:
+    from backup_exporter.lifecycle import PruneReport
     from backup_exporter.runner import RunOutcome
     from backup_exporter.scheduler import PlanScheduler
 
@@ -36,7 +37,7 @@ def refresh_stored(cfg: Config, storage: Storage, metrics: BackupMetrics, plans:
 
 
 def prune_plan(storage: Storage, plan: PlanConfig, metrics: BackupMetrics | None, *, dry_run: bool = False,
-               now: datetime | None = None) -> object:
+               now: datetime | None = None) -> PruneReport:
     """Apply the plan's retention policy; return the lifecycle PruneReport. Raises StorageError."""
     from backup_exporter import lifecycle
 
@@ -56,9 +57,8 @@ def after_success_hook(plan: PlanConfig, storage: Storage,
         plog = plan_logger(__name__, plan.name)
         if not plan.retention.is_empty:
             report = prune_plan(storage, plan, metrics)
-            deleted = getattr(report, "deleted", [])
             event(plog, logging.INFO, "retention", "retention (%s): kept %d, deleted %d",
-                  plan.retention.describe(), len(getattr(report, "kept", [])), len(deleted))
+                  plan.retention.describe(), len(report.kept), len(report.deleted))
         elif metrics is not None:
             listed = storage.list_backups(naming.plan_prefix(plan.prefix, plan.name))
             metrics.set_stored(plan.name, len(listed), sum(b.size for b in listed))
@@ -75,7 +75,7 @@ def run_restore_check(plan: PlanConfig, storage: Storage, metrics: BackupMetrics
     ok, message = False, ""
     try:
         report = lifecycle.restore_latest_check(storage, plan.prefix, plan.name, plan.restore_check.uri)
-        ok, message = report.check_ok, report.summary()
+        ok, message = bool(report.check_ok), report.summary()
     except BackupError as exc:
         message = exc.message
     now = time.time()
