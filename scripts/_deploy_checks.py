@@ -256,11 +256,12 @@ def check_backup_container(where: str, container: Doc, problem: Problems) -> Non
     args = [str(a) for a in (container.get("command") or []) + (container.get("args") or [])]
     ports = {p.get("name"): p.get("containerPort") for p in container.get("ports") or []}
     if "daemon" in args:
-        for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+        # A sidecar's readiness may be /healthz: a storage outage must not make the database pod unready.
+        for probe, paths in (("livenessProbe", ("/healthz",)), ("readinessProbe", ("/readyz", "/healthz"))):
             http = (container.get(probe) or {}).get("httpGet") or {}
             port = http.get("port")
-            if http.get("path") != path or (ports.get(port) if isinstance(port, str) else port) != 9868:
-                problem(where, f"{probe} must be GET {path} on port 9868")
+            if http.get("path") not in paths or (ports.get(port) if isinstance(port, str) else port) != 9868:
+                problem(where, f"{probe} must be GET {' or '.join(paths)} on port 9868")
     elif "run-now" not in args:
         problem(where, "runs neither `daemon` nor `run-now`")
 
