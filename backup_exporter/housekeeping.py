@@ -33,7 +33,8 @@ def refresh_stored(cfg: Config, storage: Storage, metrics: BackupMetrics, plans:
         except BackupError as exc:
             log.warning("could not list the backups of plan %s: %s", plan.name, exc.message)
             continue
-        metrics.set_stored(plan.name, len(listed), sum(b.size for b in listed))
+        ours = [b for b in listed if naming.time_of(b.name) is not None]
+        metrics.set_stored(plan.name, len(ours), sum(b.size for b in ours))
 
 
 def prune_plan(storage: Storage, plan: PlanConfig, metrics: BackupMetrics | None, *, dry_run: bool = False,
@@ -60,7 +61,8 @@ def after_success_hook(plan: PlanConfig, storage: Storage,
             event(plog, logging.INFO, "retention", "retention (%s): kept %d, deleted %d",
                   plan.retention.describe(), len(report.kept), len(report.deleted))
         elif metrics is not None:
-            listed = storage.list_backups(naming.plan_prefix(plan.prefix, plan.name))
+            listed = [b for b in storage.list_backups(naming.plan_prefix(plan.prefix, plan.name))
+                      if naming.time_of(b.name) is not None]
             metrics.set_stored(plan.name, len(listed), sum(b.size for b in listed))
 
     return hook
