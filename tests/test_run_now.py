@@ -263,3 +263,42 @@ def test_a_missing_local_directory_is_a_storage_error_not_a_silent_new_folder(tm
     assert result.returncode == 74, result.stderr
     assert "not-mounted does not exist" in result.stderr
     assert not (tmp_path / "not-mounted").exists()
+
+
+def test_on_a_terminal_run_now_shows_live_progress(tmp_path: Path) -> None:
+    import pty
+    import subprocess
+    import sys
+
+    (tmp_path / "store").mkdir()
+    env = base_env(MONGODB_URI="mongodb://127.0.0.1:1/", BACKUP_LOCAL_DIR=str(tmp_path / "store"),
+                   BACKUP_ENGINE="mongodump", BACKUP_MONGODUMP_PATH=FAKE_MONGODUMP, FAKE_MONGODUMP_MODE="sleepy",
+                   FAKE_MONGODUMP_SECONDS="2")
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "backup_exporter.cli", "run-now"], env=env,
+                            stdout=subprocess.PIPE, stderr=follower, stdin=subprocess.DEVNULL)
+    os.close(follower)
+    seen = b""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:
+            break  # the terminal closed: the program exited
+        if not chunk:
+            break
+        seen += chunk
+    os.close(leader)
+    assert proc.wait(timeout=30) == 0
+    text = seen.decode(errors="replace")
+    assert "dumped" in text and "uploaded" in text and "/s" in text
+
+
+def test_off_a_terminal_run_now_prints_no_progress_line(tmp_path: Path) -> None:
+    (tmp_path / "store").mkdir()
+    env = base_env(MONGODB_URI="mongodb://127.0.0.1:1/", BACKUP_LOCAL_DIR=str(tmp_path / "store"),
+                   BACKUP_ENGINE="mongodump", BACKUP_MONGODUMP_PATH=FAKE_MONGODUMP, FAKE_MONGODUMP_MODE="sleepy",
+                   FAKE_MONGODUMP_SECONDS="1")
+    result = backupctl(["run-now"], env)
+    assert result.returncode == 0
+    assert "dumped" not in result.stderr and "\r" not in result.stderr
