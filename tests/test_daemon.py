@@ -137,7 +137,7 @@ def test_the_run_api_needs_the_token_refuses_overlap_and_reports_progress(  # ty
     code, run = post(f"{daemon.url}/api/v1/plans/main/run", TOKEN)
     assert code == 202 and run["state"] == "running"
     assert post(f"{daemon.url}/api/v1/plans/main/run", TOKEN)[0] == 409
-    assert daemon.value("backup_in_progress", plan="main") == 1
+    servers.wait_until(lambda: daemon.value("backup_in_progress", plan="main") == 1, 10, "backup_in_progress 1")
     servers.wait_until(lambda: daemon.status()["runs"][0]["dumped_bytes"] > 0, 10, "progress")
     servers.wait_until(lambda: daemon.status()["runs"][0]["state"] == "finished", 30, "the run to finish")
     finished = daemon.status()["runs"][0]
