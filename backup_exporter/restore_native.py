@@ -21,8 +21,6 @@ from pymongo import MongoClient
 from pymongo.collection import Collection
 from pymongo.errors import (
     BulkWriteError,
-    ConfigurationError,
-    ConnectionFailure,
     OperationFailure,
     PyMongoError,
 )
@@ -41,16 +39,14 @@ from backup_exporter.engines.native import (
     describe_error,
     interrupted,
     make_client,
+    map_pymongo_error,
     render_hosts,
     scrub,
 )
 from backup_exporter.errors import (
     ArchiveError,
-    AuthenticationFailed,
     BackupError,
-    ConfigError,
     ExitCode,
-    SourceUnavailable,
     UsageError,
 )
 
@@ -389,14 +385,4 @@ def _map_error(exc: PyMongoError, uri: str, client: MongoClient[dict[str, Any]] 
             "unknown"
     else:
         hosts = "unknown"
-    detail = describe_error(exc, uri)
-    if isinstance(exc, ConnectionFailure):
-        if started:
-            return RestoreFailed(f"lost connection to MongoDB at {hosts} during the restore: {detail}",
-                                 ExitCode.UNAVAILABLE)
-        return SourceUnavailable(f"MongoDB at {hosts} is unreachable: {detail}")
-    if isinstance(exc, OperationFailure) and exc.code in AUTH_ERROR_CODES:
-        return AuthenticationFailed(f"MongoDB at {hosts} refused the credentials: {detail}")
-    if isinstance(exc, ConfigurationError):
-        return ConfigError([f"invalid MongoDB URI or client option: {detail}"])
-    return RestoreFailed(f"MongoDB at {hosts} failed during the restore: {detail}")
+    return map_pymongo_error(exc, uri, what="restoring", started=started, hosts=hosts, failure=RestoreFailed)

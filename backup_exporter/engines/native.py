@@ -99,25 +99,26 @@ def describe_error(exc: BaseException, uri: str) -> str:
     return scrub(text, uri)
 
 
-def map_pymongo_error(exc: PyMongoError, uri: str, *, what: str, started: bool) -> BackupError:
+def map_pymongo_error(exc: PyMongoError, uri: str, *, what: str, started: bool, hosts: str | None = None,
+                      failure: type[BackupError] = DumpFailed) -> BackupError:
     """Return the project exception for a pymongo error.
 
     Unreachable server -> SourceUnavailable before any data moved, DumpFailed(UNAVAILABLE) after;
     authentication/authorisation failures -> AuthenticationFailed; a bad URI -> ConfigError; anything
-    else -> DumpFailed (DATA).
+    else -> DumpFailed (DATA). `failure` replaces DumpFailed (the restorer passes RestoreFailed); `hosts`
+    replaces the hosts rendered from the URI.
     """
-    hosts = render_hosts(uri)
+    hosts = hosts or render_hosts(uri)
     detail = describe_error(exc, uri)
     if isinstance(exc, ConnectionFailure):
         if started:
-            return DumpFailed(f"lost connection to MongoDB at {hosts} while {what}: {detail}",
-                              ExitCode.UNAVAILABLE)
+            return failure(f"lost connection to MongoDB at {hosts} while {what}: {detail}", ExitCode.UNAVAILABLE)
         return SourceUnavailable(f"MongoDB at {hosts} is unreachable: {detail}")
     if isinstance(exc, OperationFailure) and exc.code in AUTH_ERROR_CODES:
         return AuthenticationFailed(f"MongoDB at {hosts} refused the credentials while {what}: {detail}")
     if isinstance(exc, ConfigurationError):
         return ConfigError([f"invalid MongoDB URI or client option: {detail}"])
-    return DumpFailed(f"MongoDB at {hosts} failed while {what}: {detail}")
+    return failure(f"MongoDB at {hosts} failed while {what}: {detail}")
 
 
 def make_client(uri: str, timeout_s: float, appname: str) -> MongoClient[dict[str, Any]]:
