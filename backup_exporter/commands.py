@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
+from backup_exporter.errors import UsageError
+
 CONFIG_PLACEHOLDER = "{config}"
 
 
@@ -31,3 +33,29 @@ def tool_config(uri: str) -> bytes:
     """Return the YAML for mongodump/mongorestore --config holding the connection URI (a JSON string is
     valid YAML and quotes every character safely)."""
     return f"uri: {json.dumps(uri)}\n".encode()
+
+
+def mongorestore_argv(binary: str, *, config_fd_placeholder: str = CONFIG_PLACEHOLDER,
+                      ns_include: Sequence[str] = (), ns_from: Sequence[str] = (),
+                      ns_to: Sequence[str] = (), drop: bool = False, dry_run: bool = False) -> tuple[str, ...]:
+    """Return the mongorestore argv that reads a gzip archive from stdin.
+
+    The connection string is never part of it: mongorestore reads it from the YAML file named by
+    `--config`, whose path execute.Command substitutes for `config_fd_placeholder`. Raises UsageError when
+    ns_from and ns_to do not pair up, or a pattern contains the placeholder (it would be substituted).
+    """
+    if len(ns_from) != len(ns_to):
+        raise UsageError(f"ns_from has {len(ns_from)} patterns but ns_to has {len(ns_to)}: "
+                         f"they pair up one to one")
+    for pattern in (*ns_include, *ns_from, *ns_to):
+        if config_fd_placeholder in pattern:
+            raise UsageError(f"namespace pattern {pattern!r} contains {config_fd_placeholder!r}")
+    argv = [binary, "--archive", "--gzip", f"--config={config_fd_placeholder}"]
+    argv += [f"--nsInclude={pattern}" for pattern in ns_include]
+    for source, target in zip(ns_from, ns_to, strict=True):
+        argv += [f"--nsFrom={source}", f"--nsTo={target}"]
+    if drop:
+        argv.append("--drop")
+    if dry_run:
+        argv.append("--dryRun")
+    return tuple(argv)

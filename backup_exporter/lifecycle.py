@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import re
 import signal
 import subprocess
 import threading
@@ -24,17 +23,22 @@ from typing import Any
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
-from backup_exporter import archive, execute
+from backup_exporter import archive, commands, execute
 from backup_exporter.engines.native import map_pymongo_error, scrub
 from backup_exporter.errors import ArchiveError, BackupError, ExitCode, Interrupted, UsageError
 from backup_exporter.naming import plan_prefix, time_of
-from backup_exporter.restore_native import RestoreArchiveError, RestoreFailed, restore_archive
+from backup_exporter.restore_native import (
+    RestoreArchiveError,
+    RestoreFailed,
+    pattern_regex,
+    restore_archive,
+    target_namespace,
+)
 from backup_exporter.retention import Candidate, RetentionPolicy, decide
 from backup_exporter.storage.base import BackupInfo, Storage
 
 log = logging.getLogger(__name__)
 
-CONFIG_PLACEHOLDER = "{config}"
 READ_CHUNK = 1 << 20  # storage read size: big enough for throughput, small enough to hold a few
 _STDERR_LINES = 5
 
@@ -45,7 +49,6 @@ __all__ = [
     "RestoredNamespace",
     "VerifyReport",
     "list_backups",
-    "mongorestore_argv",
     "plan_prefix",
     "prune",
     "restore",
@@ -331,38 +334,6 @@ def verify_backup(storage: Storage, name: str, *, cancel: threading.Event | None
 # ----------------------------------------------------------------------------------------- restoring
 
 
-def mongorestore_argv(binary: str, *, config_fd_placeholder: str = CONFIG_PLACEHOLDER,
-                      ns_include: Sequence[str] = (), ns_from: Sequence[str] = (),
-                      ns_to: Sequence[str] = (), drop: bool = False, dry_run: bool = False) -> tuple[str, ...]:
-    """Return the mongorestore argv that reads a gzip archive from stdin.
-
-    The connection string is never part of it: mongorestore reads it from the YAML file named by
-    `--config`, whose path execute.Command substitutes for `config_fd_placeholder`. Raises UsageError when
-    ns_from and ns_to do not pair up, or a pattern contains the placeholder (it would be substituted).
-    """
-    if len(ns_from) != len(ns_to):
-        raise UsageError(f"ns_from has {len(ns_from)} patterns but ns_to has {len(ns_to)}: "
-                         f"they pair up one to one")
-    for pattern in (*ns_include, *ns_from, *ns_to):
-        if config_fd_placeholder in pattern:
-            raise UsageError(f"namespace pattern {pattern!r} contains {config_fd_placeholder!r}")
-    argv = [binary, "--archive", "--gzip", f"--config={config_fd_placeholder}"]
-    argv += [f"--nsInclude={pattern}" for pattern in ns_include]
-    for source, target in zip(ns_from, ns_to, strict=True):
-        argv += [f"--nsFrom={source}", f"--nsTo={target}"]
-    if drop:
-        argv.append("--drop")
-    if dry_run:
-        argv.append("--dryRun")
-    return tuple(argv)
-
-
-def mongorestore_config(uri: str) -> bytes:
-    """Return the --config YAML holding the target URI (a double-quoted scalar, so any URI is literal)."""
-    escaped = uri.replace("\\", "\\\\").replace('"', '\\"')
-    return f'uri: "{escaped}"\n'.encode()
-
-
 @dataclass
 class RestoredNamespace:
     """One namespace of the archive and where it went."""
@@ -409,46 +380,8 @@ class RestoreReport:
         return line
 
 
-def _pattern_regex(pattern: str) -> re.Pattern[str]:
-    """Return a regex for a mongorestore namespace pattern: `*` and `$name$` match any text."""
-    parts = re.split(r"(\*|\$[A-Za-z0-9_]+\$)", pattern)
-    regex = ""
-    for part in parts:
-        if part == "*":
-            regex += "(.*?)"
-        elif part.startswith("$") and part.endswith("$") and len(part) > 2:
-            regex += f"(?P<{part[1:-1]}>.*?)"
-        else:
-            regex += re.escape(part)
-    return re.compile(regex, re.DOTALL)
-
-
-def target_namespace(ns: str, ns_from: Sequence[str], ns_to: Sequence[str]) -> str:
-    """Return where mongorestore puts source namespace `ns` given --nsFrom/--nsTo pairs (first match wins).
-
-    Both mongorestore forms are understood: `*` wildcards (by position) and `$name$` variables (by name).
-    """
-    for source, target in zip(ns_from, ns_to, strict=True):
-        match = _pattern_regex(source).fullmatch(ns)
-        if not match:
-            continue
-        positional = iter(g for i, g in enumerate(match.groups(), 1)
-                          if i not in match.re.groupindex.values())
-        named = match.groupdict()
-
-        def substitute(token: re.Match[str], positional: Iterator[str] = positional,
-                       named: dict[str, str] = named) -> str:
-            text = token.group(0)
-            if text == "*":
-                return next(positional, "")
-            return named.get(text[1:-1], text)
-
-        return re.sub(r"\*|\$[A-Za-z0-9_]+\$", substitute, target)
-    return ns
-
-
 def _included(ns: str, ns_include: Sequence[str]) -> bool:
-    return not ns_include or any(_pattern_regex(p).fullmatch(ns) for p in ns_include)
+    return not ns_include or any(pattern_regex(p).fullmatch(ns) for p in ns_include)
 
 
 def restore(storage: Storage, name: str, *, target_uri: str, ns_include: Sequence[str] = (),
@@ -581,12 +514,12 @@ def _restore_with_mongorestore(storage: Storage, info: BackupInfo, binary: str, 
                                drop: bool, dry_run: bool,
                                cancel: threading.Event | None) -> RestoreReport:
     name = info.name
-    argv = mongorestore_argv(binary, ns_include=ns_include, ns_from=ns_from, ns_to=ns_to, drop=drop,
+    argv = commands.mongorestore_argv(binary, ns_include=ns_include, ns_from=ns_from, ns_to=ns_to, drop=drop,
                              dry_run=dry_run)
     chunks = storage.read_backup(name, READ_CHUNK)
     try:
         command = execute.Command(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                  secret_files={"config": mongorestore_config(target_uri)},
+                                  secret_files={"config": commands.tool_config(target_uri)},
                                   log_prefix="mongorestore: ")
     except OSError as exc:
         closer = getattr(chunks, "close", None)

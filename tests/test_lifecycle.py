@@ -31,12 +31,12 @@ from backup_exporter.archive import (
     GzipStreamWriter,
     iter_archive,
 )
+from backup_exporter.commands import mongorestore_argv
+from backup_exporter.commands import tool_config as mongorestore_config
 from backup_exporter.engines.native import NativeEngine
 from backup_exporter.errors import ArchiveError, BackupError, ExitCode, Interrupted, StorageError, UsageError
 from backup_exporter.lifecycle import (
     list_backups,
-    mongorestore_argv,
-    mongorestore_config,
     prune,
     restore,
     restore_latest_check,

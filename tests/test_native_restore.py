@@ -199,3 +199,13 @@ def test_cancel_set_mid_archive_interrupts_a_dry_run_between_batches(golden_arch
         restore_archive(io.BytesIO(golden_archive.read_bytes()), "mongodb://unused/", dry_run=True,
                         batch_size=100, cancel=cancel)
     assert cancel.calls <= 0
+
+
+def test_native_renames_understand_both_mongorestore_pattern_forms() -> None:
+    from backup_exporter.restore_native import NamespaceMap
+
+    stars = NamespaceMap.build(ns_from=["shop.*"], ns_to=["shop_copy.*"])
+    assert stars.target("shop.users") == ("shop_copy", "users")
+    variables = NamespaceMap.build(ns_from=["$db$.$coll$"], ns_to=["$db$_restored.$coll$"])
+    assert variables.target("crm.contacts") == ("crm_restored", "contacts")
+    assert stars.target("crm.contacts") == ("crm", "contacts")  # no rule matches: unchanged
