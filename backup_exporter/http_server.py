@@ -44,6 +44,8 @@ def make_handler(state: DaemonState) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "backup_exporter"
         protocol_version = "HTTP/1.1"
+        # Headers and body go out as two writes; with Nagle + delayed ACK a kept-alive scrape would wait ~40 ms.
+        disable_nagle_algorithm = True
 
         def log_message(self, format: str, *args: Any) -> None:
             log.debug("http %s", format % args)
