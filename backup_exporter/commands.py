@@ -25,6 +25,18 @@ def mongodump_argv(binary: str, *, include: Sequence[str] = (), exclude: Sequenc
     )
 
 
+def native_dump_argv(python: str, *, include: Sequence[str] = (), exclude: Sequence[str] = (),
+                     connect_timeout_s: float = 10.0) -> tuple[str, ...]:
+    """Return the argv of the native engine's child process (same contract as mongodump's)."""
+    return (
+        python, "-m", "backup_exporter.engines.native",
+        f"--config={CONFIG_PLACEHOLDER}",
+        f"--connect-timeout={connect_timeout_s:g}",
+        *(f"--include={pattern}" for pattern in include),
+        *(f"--exclude={pattern}" for pattern in exclude),
+    )
+
+
 def mongodump_version_argv(binary: str) -> tuple[str, ...]:
     return (binary, "--version")
 

@@ -27,10 +27,12 @@ class Command:
     def __init__(self, argv: Sequence[str], *, stdin: int | IO[bytes] | None = subprocess.DEVNULL,
                  stdout: int | IO[bytes] | None = subprocess.PIPE,
                  secret_files: Mapping[str, bytes] | None = None, env: Mapping[str, str] | None = None,
-                 log_prefix: str = "") -> None:
+                 log_prefix: str = "", quiet_prefix: str | None = None) -> None:
         """Start argv; every "{name}" in argv is replaced with a /dev/fd path whose pipe yields
-        secret_files[name]. Raises FileNotFoundError / PermissionError when the binary cannot start."""
+        secret_files[name]. Stderr lines starting with quiet_prefix are kept but not logged.
+        Raises FileNotFoundError / PermissionError when the binary cannot start."""
         self.argv = tuple(argv)
+        self._quiet_prefix = quiet_prefix
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self._log_prefix = log_prefix
         pass_fds: list[int] = []
@@ -69,7 +71,8 @@ class Command:
             line = raw.decode("utf-8", "replace").rstrip()
             if line:
                 self._stderr_tail.append(line)
-                log.info("%s%s", self._log_prefix, line)
+                if not (self._quiet_prefix and line.startswith(self._quiet_prefix)):
+                    log.info("%s%s", self._log_prefix, line)
 
     def stderr_tail(self, lines: int = 5) -> list[str]:
         """Return the last `lines` non-empty stderr lines seen so far."""

@@ -24,7 +24,7 @@ from backup_exporter import __version__, naming, status
 from backup_exporter.config import PlanConfig
 from backup_exporter.engines.base import DumpInfo, Engine
 from backup_exporter.engines.mongodump import MongodumpEngine
-from backup_exporter.engines.native import NativeEngine
+from backup_exporter.engines.process import NativeProcessEngine
 from backup_exporter.errors import BackupError, DumpFailed, ExitCode, Interrupted, LockHeld, StorageError
 from backup_exporter.logs import event, plan_logger
 from backup_exporter.metrics import BackupMetrics
@@ -145,8 +145,9 @@ def _engine(plan: PlanConfig, engine: str, grace_seconds: float) -> Engine:
         return MongodumpEngine(plan.mongodb_uri, binary=plan.mongodump_path, include=plan.include,
                                exclude=plan.exclude, extra_args=plan.mongodump_args, grace_seconds=grace_seconds,
                                plan=plan.name)
-    return NativeEngine(plan.mongodb_uri, include=plan.include, exclude=plan.exclude,
-                        connect_timeout_s=plan.connect_timeout_seconds)
+    return NativeProcessEngine(plan.mongodb_uri, include=plan.include, exclude=plan.exclude,
+                               connect_timeout_s=plan.connect_timeout_seconds, grace_seconds=grace_seconds,
+                               plan=plan.name)
 
 
 def holder_description(trigger: str) -> str:

@@ -256,3 +256,64 @@ class NativeEngine:
                 metas.append(CollectionMeta.build(db_name, name, options=options, indexes=indexes,
                                                   uuid=_uuid_hex(info.get("info"))))
         return metas
+
+
+# ------------------------------------------------------------------------------------ child process
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the native engine as a child process: the archive to stdout, one-line errors to stderr.
+
+    Same contract as mongodump: the URI comes from the YAML file named by --config (a pipe), the exit code
+    is 0 or the failure's documented code, and SIGTERM stops the dump (exit 143). The last stderr line of a
+    success reports what was dumped, after DUMP_INFO_MARKER.
+    """
+    import argparse
+    import json
+    import sys
+
+    import yaml
+
+    from backup_exporter.engines.process import DUMP_INFO_MARKER
+
+    parser = argparse.ArgumentParser(prog="backup_exporter.engines.native")
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--include", action="append", default=[])
+    parser.add_argument("--exclude", action="append", default=[])
+    parser.add_argument("--connect-timeout", type=float, default=10.0)
+    args = parser.parse_args(argv)
+    cancel = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        cancel.signum = signum  # type: ignore[attr-defined]
+        cancel.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        with open(args.config, encoding="utf-8") as f:
+            uri = str((yaml.safe_load(f) or {}).get("uri", ""))
+        engine = NativeEngine(uri, include=args.include, exclude=args.exclude,
+                              connect_timeout_s=args.connect_timeout)
+        out = sys.stdout.buffer
+
+        class StdoutSink:
+            def write(self, data: bytes) -> None:
+                out.write(data)
+
+        info = engine.dump(StdoutSink(), cancel)
+        out.flush()
+    except BackupError as exc:
+        print(exc.message, file=sys.stderr)
+        return exc.exit_code
+    except (OSError, yaml.YAMLError) as exc:
+        print(f"native dump: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return int(ExitCode.DATA if isinstance(exc, BrokenPipeError) else ExitCode.SOFTWARE)
+    report = {"tool_version": info.tool_version, "server_version": info.server_version,
+              "namespaces": info.namespaces}
+    print(DUMP_INFO_MARKER + json.dumps(report), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

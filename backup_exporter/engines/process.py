@@ -1,0 +1,120 @@
+"""Dump engines that run as a child process writing `--archive --gzip` to stdout.
+
+The child runs in its own process group with the connection URI in a `--config` file on a pipe; its
+stdout is streamed into the sink as it is produced, its stderr logged line by line. Running the dump out of
+process keeps a busy dump from slowing the daemon's /metrics endpoint and isolates its memory and crashes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+from collections.abc import Sequence
+
+from backup_exporter import commands
+from backup_exporter.engines.base import DumpInfo, Sink
+from backup_exporter.engines.native import render_hosts
+from backup_exporter.errors import DumpFailed, Interrupted
+from backup_exporter.execute import Command, exit_code_of
+
+log = logging.getLogger(__name__)
+
+READ_SIZE = 1 << 20
+# The native child reports what it dumped on its last stderr line, after this marker.
+DUMP_INFO_MARKER = "backup_exporter-dump-info "
+
+
+class ProcessEngine:
+    """Runs `argv` (which holds the "{config}" placeholder) and streams its stdout into the sink."""
+
+    name = "process"
+
+    def __init__(self, uri: str, argv: Sequence[str], *, grace_seconds: float = 10.0, plan: str = "") -> None:
+        self.uri = uri
+        self.argv = tuple(argv)
+        self.grace_seconds = grace_seconds
+        self.plan = plan
+
+    def tool_version(self) -> str:
+        return self.name
+
+    def failure_message(self, returncode: int, stderr_tail: list[str]) -> str:
+        """Return the one-line message for a child that exited with `returncode` (non-zero)."""
+        tail = " | ".join(stderr_tail) or "no error output"
+        if returncode < 0:
+            return f"{self.name} was killed by signal {-returncode}: {tail}"
+        return f"{self.name} exited with code {returncode}: {tail}"
+
+    def dump(self, sink: Sink, cancel: threading.Event) -> DumpInfo:
+        """Run the child and copy its stdout into sink. Raises DumpFailed with the child's own exit code
+        (128+N when killed by signal N) and its last stderr lines, or Interrupted when cancelled."""
+        version = self.tool_version()
+        prefix = f"[{self.plan}] {self.name}: " if self.plan else f"{self.name}: "
+        try:
+            command = Command(self.argv, secret_files={"config": commands.tool_config(self.uri)}, log_prefix=prefix,
+                              quiet_prefix=DUMP_INFO_MARKER)
+        except OSError as exc:
+            raise DumpFailed(f"cannot run {self.argv[0]}: {exc.strerror or exc}", 127) from None
+        log.debug("started %s (pid %d)", " ".join(command.argv), command.pid)
+        watcher = threading.Thread(target=self._stop_on_cancel, args=(command, cancel), daemon=True)
+        watcher.start()
+        try:
+            while True:
+                chunk = command.stdout.read1(READ_SIZE)  # type: ignore[attr-defined]
+                if not chunk or cancel.is_set():
+                    break
+                sink.write(chunk)
+        except BaseException:
+            command.stop(self.grace_seconds)
+            raise
+        finally:
+            command.close()
+        returncode = command.wait()
+        if cancel.is_set():
+            command.stop(self.grace_seconds)
+            raise Interrupted()
+        if returncode != 0:
+            lines = [line for line in command.stderr_tail(4) if not line.startswith(DUMP_INFO_MARKER)]
+            raise DumpFailed(self.failure_message(returncode, lines[-3:]), exit_code_of(returncode))
+        info = DumpInfo(engine=self.name, tool_version=version, source_host=render_hosts(self.uri))
+        self.read_dump_info(command, info)
+        return info
+
+    def read_dump_info(self, command: Command, info: DumpInfo) -> None:
+        """Fill `info` from the child's report line, when it wrote one."""
+        for line in reversed(command.stderr_tail(3)):
+            if line.startswith(DUMP_INFO_MARKER):
+                try:
+                    report = json.loads(line[len(DUMP_INFO_MARKER):])
+                    info.tool_version = str(report.get("tool_version", info.tool_version))
+                    info.server_version = str(report.get("server_version", info.server_version))
+                    info.namespaces = {str(k): int(v) for k, v in dict(report.get("namespaces", {})).items()}
+                except (ValueError, TypeError, AttributeError):
+                    log.warning("%s: unreadable dump report ignored", self.name)
+                return
+
+    def _stop_on_cancel(self, command: Command, cancel: threading.Event) -> None:
+        while command.process.poll() is None:
+            if cancel.wait(0.2):
+                command.stop(self.grace_seconds)
+                return
+
+
+class NativeProcessEngine(ProcessEngine):
+    """The native (pymongo) engine run as `python -m backup_exporter.engines.native` in a child process."""
+
+    name = "native"
+
+    def __init__(self, uri: str, *, include: Sequence[str] = (), exclude: Sequence[str] = (),
+                 connect_timeout_s: float = 10.0, grace_seconds: float = 10.0, plan: str = "") -> None:
+        super().__init__(uri, commands.native_dump_argv(sys.executable, include=include, exclude=exclude,
+                                                        connect_timeout_s=connect_timeout_s),
+                         grace_seconds=grace_seconds, plan=plan)
+
+    def failure_message(self, returncode: int, stderr_tail: list[str]) -> str:
+        # The child's last line is already the one-line reason (it exits with the matching code).
+        if returncode > 0 and stderr_tail:
+            return stderr_tail[-1]
+        return super().failure_message(returncode, stderr_tail)

@@ -1,0 +1,35 @@
+"""Pure command builders: argv never carries the connection string; --config carries it literally."""
+
+from __future__ import annotations
+
+import yaml
+
+from backup_exporter import commands
+
+URI = "mongodb://dbuser:S3cr3t%40x@db-0.example.net:27017,db-1.example.net:27017/?replicaSet=rs0&authSource=admin"
+
+
+def test_mongodump_argv_streams_a_gzip_archive_and_takes_the_uri_from_config() -> None:
+    argv = commands.mongodump_argv("/usr/bin/mongodump", include=["shop.*"], exclude=["shop.tmp"],
+                                   extra_args=["--readPreference=secondary"])
+    assert argv == ("/usr/bin/mongodump", "--archive", "--gzip", "--config={config}", "--nsInclude=shop.*",
+                    "--nsExclude=shop.tmp", "--readPreference=secondary")
+
+
+def test_the_native_child_gets_the_same_contract() -> None:
+    argv = commands.native_dump_argv("/venv/bin/python", include=["a.*"], connect_timeout_s=2.5)
+    assert argv[:3] == ("/venv/bin/python", "-m", "backup_exporter.engines.native")
+    assert "--config={config}" in argv and "--include=a.*" in argv and "--connect-timeout=2.5" in argv
+
+
+def test_no_argv_ever_holds_the_uri_a_host_or_the_password() -> None:
+    for argv in (commands.mongodump_argv("mongodump"), commands.native_dump_argv("python"),
+                 commands.mongorestore_argv("mongorestore", ns_include=["a.*"], drop=True)):
+        text = " ".join(argv)
+        for secret in ("mongodb://", "S3cr3t", "dbuser", "db-0.example.net", "27017"):
+            assert secret not in text
+
+
+def test_the_tool_config_holds_the_uri_as_one_literal_yaml_string() -> None:
+    for uri in (URI, 'mongodb://u:p"a\\ss#x@h/?a=b: c', "mongodb://ü:pä@h/"):
+        assert yaml.safe_load(commands.tool_config(uri)) == {"uri": uri}
