@@ -134,6 +134,14 @@ def _account_of(connection_string: str | None, account_url: str | None) -> str:
     return "unknown-account"
 
 
+def _looks_like_connection_string(text: str) -> bool:
+    parts = dict(p.split("=", 1) for p in text.strip().strip(";").split(";") if "=" in p)
+    if not parts or any("=" not in p for p in text.strip().strip(";").split(";") if p):
+        return False
+    return ("AccountName" in parts and "AccountKey" in parts) or "BlobEndpoint" in parts \
+        or "SharedAccessSignature" in parts
+
+
 def mask_uri(uri: str) -> str:
     """Return a MongoDB URI with any password replaced by '***' (also for unparsable input)."""
     return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", uri)
@@ -357,6 +365,9 @@ def _storage(section: _Section) -> StorageConfig:
         if not cfg.connection_string and not cfg.account_url:
             section.error("Azure storage needs connection_string, or account_url (with sas_token or a managed "
                           "identity)")
+        if cfg.connection_string and not _looks_like_connection_string(cfg.connection_string):
+            section.error("is not an Azure Storage connection string (expected 'Key=Value;...' with AccountName "
+                          "and AccountKey, or BlobEndpoint and SharedAccessSignature)", "connection_string")
         if cfg.account_url and not cfg.account_url.startswith(("https://", "http://")):
             section.error("must be an https:// URL such as https://ACCOUNT.blob.core.windows.net", "account_url")
         cfg = replace(cfg, use_identity=bool(cfg.account_url and not cfg.sas_token and not cfg.connection_string))
@@ -516,7 +527,21 @@ def from_environment(env: Mapping[str, str]) -> Config:
     raw["plans"] = {name: plan}
     # Values are literal here: a '$' in a password must not be interpolated.
     escaped = _escape_dollars(raw)
-    return from_mapping(escaped, env, "environment")
+    try:
+        return from_mapping(escaped, env, "environment")
+    except ConfigError as exc:
+        raise ConfigError([_name_variable(error, name) for error in exc.errors]) from None
+
+
+def _name_variable(error: str, plan: str) -> str:
+    """Rewrite "At 'plans.default.schedule': ..." as "BACKUP_SCHEDULE: ..." for environment-only mode."""
+    for var, (where, key) in ENV_KEYS.items():
+        path = {"plans": f"plans.{plan}.{key}", "retention": f"plans.{plan}.retention.{key}",
+                "top": key}.get(where, f"{where}.{key}")
+        marker = f"At '{path}': "
+        if marker in error:
+            return error.replace(marker, f"{var}: ")
+    return error
 
 
 def _escape_dollars(value: Any) -> Any:

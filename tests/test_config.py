@@ -122,11 +122,14 @@ def test_environment_only_mode_with_sas_token_or_managed_identity() -> None:
     ({"MONGODB_URI": "mongodb://db/"}, "no storage configured"),
     ({"MONGODB_URI": "mongodb://db/", "AZURE_STORAGE_CONNECTION_STRING": CONN}, "AZURE_STORAGE_CONTAINER is not set"),
     ({"MONGODB_URI": "mongodb://db/", "BACKUP_LOCAL_DIR": "/b", "BACKUP_SCHEDULE": "every day"},
-     "At 'plans.default.schedule': invalid cron expression 'every day'"),
+     "BACKUP_SCHEDULE: invalid cron expression 'every day'"),
     ({"MONGODB_URI": "mongodb://db/", "BACKUP_LOCAL_DIR": "/b", "BACKUP_KEEP_LAST": "three"},
      "BACKUP_KEEP_LAST='three' is not a whole number"),
     ({"MONGODB_URI": "mongodb://db/", "BACKUP_LOCAL_DIR": "/b", "BACKUP_LISTEN_ADDRESS": "9868"},
-     "At 'server.listen': '9868' is not host:port"),
+     "BACKUP_LISTEN_ADDRESS: '9868' is not host:port"),
+    ({"MONGODB_URI": "mongodb://db/", "AZURE_STORAGE_CONNECTION_STRING": "garbage", "AZURE_STORAGE_CONTAINER": "c"},
+     "AZURE_STORAGE_CONNECTION_STRING: is not an Azure Storage connection string"),
+    ({"MONGODB_URI": "mysql://db/", "BACKUP_LOCAL_DIR": "/b"}, "MONGODB_URI: 'mysql://db/' is not a MongoDB URI"),
 ])
 def test_environment_errors_name_the_variable(env: dict[str, str], words: str) -> None:
     with pytest.raises(ConfigError, match=words.replace("(", r"\(").replace("*", r"\*")):
