@@ -7,6 +7,7 @@ import os
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any
 
@@ -14,12 +15,15 @@ from backup_exporter.errors import BackupError, ExitCode, UsageError
 
 
 def _request(url: str, method: str, token: str | None, timeout: float = 10) -> tuple[int, Any]:
+    """Return (HTTP status, parsed JSON body or None). Raises BackupError (UNAVAILABLE) when the daemon
+    cannot be reached or a 2xx answer is not JSON (the URL is not a backupctl daemon)."""
+    base = url.split("/api/")[0]
     request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)  # noqa: S310
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - operator's URL
-            return response.status, json.loads(response.read() or b"null")
+            code, body = response.status, response.read()
     except urllib.error.HTTPError as exc:
         body = exc.read()
         try:
@@ -28,37 +32,65 @@ def _request(url: str, method: str, token: str | None, timeout: float = 10) -> t
             return exc.code, None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise BackupError(f"daemon at {url.split('/api/')[0]} is unreachable: {reason}", ExitCode.UNAVAILABLE) from None
+        raise BackupError(f"daemon at {base} is unreachable: {reason}", ExitCode.UNAVAILABLE) from None
+    try:
+        return code, json.loads(body or b"null")
+    except ValueError:
+        raise BackupError(f"{url} answered HTTP {code} without JSON: is {base} a backupctl daemon?",
+                          ExitCode.UNAVAILABLE) from None
+
+
+def _object(body: Any, what: str, base: str) -> dict[str, Any]:
+    """Return body when it is a JSON object. Raises BackupError (UNAVAILABLE) naming `what` otherwise."""
+    if not isinstance(body, dict):
+        raise BackupError(f"{base}: unexpected answer to {what}: is it a backupctl daemon?", ExitCode.UNAVAILABLE)
+    return body
 
 
 def run_via_daemon(base_url: str, plan: str | None, *, poll_seconds: float = 1.0, timeout: float | None = None) -> int:
     """Start a run of `plan` in the daemon, wait for it, print its result; return the run's exit code."""
-    if not base_url.startswith(("http://", "https://")):
-        raise UsageError(f"--daemon '{base_url}' is not an http(s) URL")
+    try:
+        parts = urllib.parse.urlsplit(base_url)
+        hostname = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number 0-65535
+    except ValueError:
+        parts, hostname = urllib.parse.urlsplit(""), None
+    if "@" in parts.netloc:
+        # Credentials in argv are visible in `ps`; the API authenticates with the bearer token anyway.
+        raise UsageError("--daemon: the URL may not hold credentials (visible in the process list); the token "
+                         "comes from BACKUP_API_TOKEN")
+    if parts.scheme not in ("http", "https") or not hostname:
+        raise UsageError(f"--daemon '{base_url}' is not an http(s) URL such as http://127.0.0.1:9868")
     token = os.environ.get("BACKUP_API_TOKEN")
     if not token:
         raise UsageError("--daemon needs the daemon's API token in BACKUP_API_TOKEN")
     base = base_url.rstrip("/")
     if plan is None:
-        _, status = _request(f"{base}/api/v1/status", "GET", token)
-        plans = list((status or {}).get("plans", {}))
+        code, status = _request(f"{base}/api/v1/status", "GET", token)
+        if code != 200:
+            raise BackupError(f"{base}/api/v1/status answered HTTP {code}", ExitCode.UNAVAILABLE)
+        plans = list(_object(status, "/api/v1/status", base).get("plans", {}))
         if len(plans) != 1:
             raise UsageError(f"the daemon has several plans ({', '.join(plans)}): choose one with --plan")
         plan = plans[0]
     code, body = _request(f"{base}/api/v1/plans/{plan}/run", "POST", token)
     if code == 401:
         raise UsageError("the daemon refused the API token (BACKUP_API_TOKEN)")
+    if code == 503:
+        message = body.get("error", "unavailable") if isinstance(body, dict) else "unavailable"
+        raise BackupError(f"the daemon did not start the run: {message}", ExitCode.UNAVAILABLE)
     if code == 409:
         raise BackupError(f"plan '{plan}' is already running in the daemon", ExitCode.LOCKED)
     if code != 202:
         message = (body or {}).get("error", f"HTTP {code}") if isinstance(body, dict) else f"HTTP {code}"
         raise BackupError(f"the daemon did not start the run: {message}", ExitCode.USAGE)
-    run_id = body["id"]
+    run_id = _object(body, "the run request", base).get("id")
     deadline = None if timeout is None else time.monotonic() + timeout
     while deadline is None or time.monotonic() < deadline:
         time.sleep(poll_seconds)
         _, status = _request(f"{base}/api/v1/status", "GET", token)
-        run = next((r for r in (status or {}).get("runs", []) if r.get("id") == run_id), None)
+        runs = _object(status, "/api/v1/status", base).get("runs", [])
+        run = next((r for r in runs if isinstance(r, dict) and r.get("id") == run_id), None)
         if run is None:
             raise BackupError(f"the daemon forgot run {run_id} (restarted?)", ExitCode.SOFTWARE)
         if run.get("state") == "finished":

@@ -7,6 +7,7 @@ never printed: ``masked()`` renders the configuration for humans.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -256,9 +257,24 @@ def _string_list(value: Any) -> tuple[str, ...]:
 
 
 def _duration_seconds(value: Any) -> float:
+    """Return seconds from a bare number of seconds or a duration such as '90s' or '1d12h'. Raises
+    ValueError unless positive and finite (a zero max_age would fire BackupTooOld forever, a zero
+    status_refresh would spin on storage)."""
     if isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError(f"invalid duration {value!r}: must be a positive number of seconds")
         return float(value)
     return parse_duration(str(value)).total_seconds()
+
+
+def _timezone(value: Any) -> str:
+    """Return the IANA zone name `value` after checking it exists. Raises ValueError."""
+    name = str(value)
+    try:
+        parse_cron(DEFAULT_SCHEDULE, name)
+    except CronError as exc:
+        raise ValueError(str(exc)) from None
+    return name
 
 
 def _cron(value: Any, timezone: str) -> CronSchedule:
@@ -304,9 +320,11 @@ def _plan(name: str, section: _Section, defaults: dict[str, Any]) -> PlanConfig 
     for key, value in defaults.items():
         section.raw.setdefault(key, value)
     timezone = section.get("timezone", str, "UTC")
+    if timezone != "UTC":
+        # Checked on its own so that the error names 'timezone', and a zone set without a schedule still
+        # applies to the default schedule instead of being ignored.
+        timezone = section.convert("timezone", _timezone, "UTC")
     schedule = section.convert("schedule", lambda v: _cron(v, timezone))
-    if schedule is None and "schedule" not in section.raw:
-        schedule = _cron(DEFAULT_SCHEDULE, "UTC")
     engine = section.get("engine", str, "auto")
     if engine not in ENGINES:
         section.error(f"'{engine}' is not an engine (choose {', '.join(ENGINES)})", "engine")
@@ -319,7 +337,7 @@ def _plan(name: str, section: _Section, defaults: dict[str, Any]) -> PlanConfig 
     plan = PlanConfig(
         name=name,
         mongodb_uri=_mongodb_uri(section, "mongodb_uri"),
-        schedule=schedule or _cron(DEFAULT_SCHEDULE, "UTC"),
+        schedule=schedule or _cron(DEFAULT_SCHEDULE, timezone),
         prefix=section.get("prefix", str, "").strip("/"),
         engine=engine,
         mongodump_path=section.get("mongodump_path", str, "mongodump"),
@@ -541,7 +559,7 @@ def _name_variable(error: str, plan: str) -> str:
         marker = f"At '{path}': "
         if marker in error:
             return error.replace(marker, f"{var}: ")
-    return error
+    return error.replace(f"At 'plans.{plan}': ", "BACKUP_PLAN: ")
 
 
 def _escape_dollars(value: Any) -> Any:

@@ -16,9 +16,9 @@ from prometheus_client import CollectorRegistry, disable_created_metrics
 from backup_exporter import housekeeping
 from backup_exporter.config import Config, parse_listen
 from backup_exporter.errors import BackupError, ExitCode, UsageError
-from backup_exporter.http_server import MetricsServer
+from backup_exporter.http_server import MetricsServer, Unavailable
 from backup_exporter.metrics import BackupMetrics
-from backup_exporter.scheduler import PlanScheduler, missed_runs
+from backup_exporter.scheduler import PlanScheduler, SchedulerClosed, missed_runs
 from backup_exporter.storage.base import Storage
 from backup_exporter.storage.factory import open_storage
 
@@ -64,7 +64,12 @@ class Daemon:
         return list(self.cfg.plans)
 
     def start_run(self, plan: str) -> dict[str, Any] | None:
-        run = self.scheduler.start_manual(plan)
+        """Start a run of `plan`; return it, or None when the plan is already running. Raises Unavailable
+        during shutdown."""
+        try:
+            run = self.scheduler.start_manual(plan)
+        except SchedulerClosed as exc:
+            raise Unavailable(str(exc)) from None
         return run.as_dict() if run else None
 
     def status(self) -> dict[str, Any]:
@@ -106,9 +111,10 @@ class Daemon:
             except Exception:
                 log.exception("status refresh failed")
 
-    def stop(self) -> None:
+    def stop(self, signum: int = signal.SIGTERM) -> None:
+        """Stop refreshing and scheduling; interrupted runs are recorded with exit code 128+signum."""
         self._stop.set()
-        self.scheduler.shutdown(self.cfg.server.grace_period_seconds)
+        self.scheduler.shutdown(self.cfg.server.grace_period_seconds, signum)
 
 
 def cmd_daemon(args: argparse.Namespace, cfg: Config) -> int:
@@ -144,7 +150,7 @@ def cmd_daemon(args: argparse.Namespace, cfg: Config) -> int:
         pass
     log.info("received %s: stopping (grace period %.0f s)", signal.Signals(received[0]).name,
              cfg.server.grace_period_seconds)
-    daemon.stop()
+    daemon.stop(received[0])
     server.stop()
     storage.close()
     log.info("daemon stopped")

@@ -82,10 +82,14 @@ def run_restore_check(plan: PlanConfig, storage: Storage, metrics: BackupMetrics
         message = exc.message
     now = time.time()
     key = naming.status_name(plan.prefix, plan.name)
+    verdict = {"time": now, "success": ok, "message": message}
+
+    def with_verdict(current: status.PlanStatus) -> status.PlanStatus:
+        current.restore_check = verdict
+        return current
+
     try:
-        current = status.load(storage, key, plan.name)
-        current.restore_check = {"time": now, "success": ok, "message": message}
-        status.save(storage, key, current)
+        status.update(storage, key, plan.name, with_verdict)
     except BackupError as exc:
         log.warning("could not record the restore check of plan %s: %s", plan.name, exc.message)
     if metrics is not None:

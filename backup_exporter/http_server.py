@@ -21,6 +21,10 @@ log = logging.getLogger(__name__)
 _RUN_PATH = re.compile(r"^/api/v1/plans/([^/]+)/run$")
 
 
+class Unavailable(Exception):
+    """Raised by DaemonState.start_run when no run may start now (shutdown); answered with 503."""
+
+
 class DaemonState(Protocol):
     """What the HTTP layer needs from the daemon."""
 
@@ -35,7 +39,8 @@ class DaemonState(Protocol):
 
     def plan_names(self) -> list[str]: ...
 
-    def start_run(self, plan: str) -> dict[str, Any] | None: ...
+    def start_run(self, plan: str) -> dict[str, Any] | None:
+        """Return the started run, or None when the plan is already running. Raises Unavailable."""
 
 
 def make_handler(state: DaemonState) -> type[BaseHTTPRequestHandler]:
@@ -81,9 +86,14 @@ def make_handler(state: DaemonState) -> type[BaseHTTPRequestHandler]:
         do_HEAD = do_GET
 
         def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length:
-                self.rfile.read(min(length, 65536))
+            header = (self.headers.get("Content-Length") or "0").strip()
+            if not header.isdigit() or int(header) > 65536:
+                # Reading an unknown or huge body would block or buffer; the API takes no body anyway.
+                self.close_connection = True
+                self._json(400, {"error": f"bad Content-Length '{header[:20]}' (the run API takes no body)"})
+                return
+            if int(header):
+                self.rfile.read(int(header))
             match = _RUN_PATH.match(self.path.split("?", 1)[0])
             if not match:
                 self._json(404, {"error": "no such path"})
@@ -103,7 +113,11 @@ def make_handler(state: DaemonState) -> type[BaseHTTPRequestHandler]:
             if plan not in state.plan_names():
                 self._json(404, {"error": f"no plan named '{plan}'"})
                 return
-            run = state.start_run(plan)
+            try:
+                run = state.start_run(plan)
+            except Unavailable as exc:
+                self._json(503, {"error": str(exc)})
+                return
             if run is None:
                 self._json(409, {"error": f"plan '{plan}' is already running"})
                 return

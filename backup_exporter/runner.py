@@ -157,11 +157,13 @@ def holder_description(trigger: str) -> str:
 def run_backup(plan: PlanConfig, storage: Storage, *, metrics: BackupMetrics | None = None,
                cancel: CancelToken | None = None, trigger: str = "manual", progress: Progress | None = None,
                engine: Engine | None = None, after_success: Callable[[RunOutcome], None] | None = None,
-               clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> RunOutcome:
-    """Run one backup of `plan` and return its outcome; never raises for a failed run.
+               clock: Callable[[], datetime] = lambda: datetime.now(UTC), grace_seconds: float = 10.0) -> RunOutcome:
+    """Run one backup of `plan` and return its outcome; never raises for a failed run (only
+    KeyboardInterrupt/SystemExit propagate, after the run was aborted and recorded).
 
     A run that finds the plan locked is 'skipped' (exit LOCKED) and records nothing. Every other outcome is
     recorded in the plan's status object in storage (if storage is reachable) and in `metrics`.
+    `grace_seconds` is how long a cancelled dump tool gets between SIGTERM and SIGKILL.
     """
     log = plan_logger(__name__, plan.name)
     cancel = cancel or CancelToken()
@@ -174,7 +176,7 @@ def run_backup(plan: PlanConfig, storage: Storage, *, metrics: BackupMetrics | N
         storage.ping()  # a clear "container missing / directory not mounted" before anything else
         with storage.lock(lock, holder_description(trigger)):
             return _locked_run(plan, storage, metrics, cancel, progress, engine, after_success, started_at, clock,
-                               log)
+                               log, grace_seconds)
     except LockHeld as exc:
         if metrics is not None:
             metrics.run_skipped(plan.name)
@@ -186,14 +188,14 @@ def run_backup(plan: PlanConfig, storage: Storage, *, metrics: BackupMetrics | N
             metrics.run_started(plan.name, started)
             metrics.last_exit_code.labels(plan.name).set(exc.exit_code)
             metrics.run_finished(plan.name, status.FAILURE)
-        event(log, logging.ERROR, "failed", "backup failed: %s", exc.message, exit_code=exc.exit_code)
+        event(log, logging.ERROR, status.FAILURE, "backup failed: %s", exc.message, exit_code=exc.exit_code)
         return RunOutcome(plan.name, status.FAILURE, exc.exit_code, exc.message, started, clock().timestamp())
 
 
 def _locked_run(plan: PlanConfig, storage: Storage, metrics: BackupMetrics | None, cancel: CancelToken,
                 progress: Progress, engine: Engine | None, after_success: Callable[[RunOutcome], None] | None,
                 started_at: datetime, clock: Callable[[], datetime],
-                log: logging.LoggerAdapter[logging.Logger]) -> RunOutcome:
+                log: logging.LoggerAdapter[logging.Logger], grace_seconds: float) -> RunOutcome:
     started = started_at.timestamp()
     status_key = naming.status_name(plan.prefix, plan.name)
     name = naming.backup_name(plan.prefix, plan.name, started_at)
@@ -201,7 +203,7 @@ def _locked_run(plan: PlanConfig, storage: Storage, metrics: BackupMetrics | Non
         metrics.run_started(plan.name, started)
     why = "given by the caller"
     if engine is None:
-        engine, why = select_engine(plan)
+        engine, why = select_engine(plan, grace_seconds)
     event(log, logging.INFO, "started", "backup started: engine %s (%s), into %s", engine.name, why, name,
           engine=engine.name)
     upload: Upload | None = None
@@ -260,10 +262,14 @@ def _locked_run(plan: PlanConfig, storage: Storage, metrics: BackupMetrics | Non
           outcome.finished - outcome.started, exit_code=0, size=sink.size, backup=name,
           duration=round(outcome.finished - outcome.started, 3))
     if after_success is not None:
+        # The backup is stored and recorded: a failing retention or listing must not turn it into a failure.
         try:
             after_success(outcome)
         except BackupError as exc:
-            event(log, logging.ERROR, "retention_failed", "after-backup step failed: %s", exc.message)
+            event(log, logging.ERROR, "retention", "after-backup step (retention, storage totals) failed: %s",
+                  exc.message)
+        except Exception:
+            log.exception("internal error in the after-backup step (retention, storage totals)")
     return outcome
 
 
@@ -274,9 +280,7 @@ def _record(storage: Storage, key: str, plan: str, outcome: RunOutcome, metrics:
                              sha256=outcome.sha256, engine=outcome.engine)
     new_status: status.PlanStatus | None = None
     try:
-        current = status.load(storage, key, plan)
-        new_status = current.recorded(attempt)
-        status.save(storage, key, new_status)
+        new_status = status.update(storage, key, plan, lambda current: current.recorded(attempt))
     except StorageError as exc:
         event(log, logging.ERROR, "status_failed", "could not record the run's result in storage: %s", exc.message)
         if outcome.result == status.SUCCESS:
@@ -284,8 +288,8 @@ def _record(storage: Storage, key: str, plan: str, outcome: RunOutcome, metrics:
             outcome.message = f"backup {outcome.name} stored, but its result could not be recorded: {exc.message}"
     if metrics is not None:
         if new_status is None:
+            # Unrecorded: show this attempt; the last-success gauges move only if the backup itself is stored.
             new_status = status.PlanStatus(plan).recorded(attempt)
-            new_status.last_success = attempt if attempt.result == status.SUCCESS else None
         metrics.apply_status(new_status)
         metrics.last_exit_code.labels(plan).set(outcome.exit_code)
         metrics.run_finished(plan, outcome.result)

@@ -8,6 +8,7 @@ missed while the daemon was down or busy is caught up once.
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 import uuid
@@ -29,6 +30,14 @@ from backup_exporter.runner import CancelToken, Progress, RunOutcome, run_backup
 from backup_exporter.storage.base import Storage
 
 log = logging.getLogger(__name__)
+
+# Share of the grace period a cancelled dump tool gets before SIGKILL; the rest is for aborting the upload
+# and recording the run as interrupted before the daemon exits.
+ENGINE_GRACE_SHARE = 0.75
+
+
+class SchedulerClosed(RuntimeError):
+    """Raised by start_manual once shutdown has begun: no new run may start."""
 
 
 @dataclass
@@ -66,6 +75,11 @@ class PlanScheduler:
         self._plan_locks = {name: threading.Lock() for name in cfg.plans}
         self._runs: dict[str, RunState] = {}
         self._runs_lock = threading.Lock()
+        # Set (to the stopping signal) under _runs_lock by shutdown(); no run registers after that.
+        self._closing: int | None = None
+        # Bumped under _runs_lock when a run of the plan registers; refresh_status compares it to know that
+        # no run recorded between its storage read and its apply.
+        self._generation = dict.fromkeys(cfg.plans, 0)
         self.scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(max_workers=cfg.server.max_parallel_runs)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
@@ -91,15 +105,23 @@ class PlanScheduler:
                                        name=f"catch-up {name}")
         self.update_next_runs()
 
-    def shutdown(self, grace_seconds: float) -> None:
-        """Cancel running backups (they abort and record 'interrupted'), wait up to grace, stop."""
+    def shutdown(self, grace_seconds: float, signum: int = signal.SIGTERM) -> None:
+        """Refuse new runs, cancel running backups with `signum` (they abort and record 'interrupted' with
+        exit 128+signum), wait up to grace for them, then stop the scheduler."""
         self.scheduler.pause()
-        for run in self.running():
-            run.cancel.cancel()
+        with self._runs_lock:
+            self._closing = signum
+            running = [r for r in self._runs.values() if r.outcome is None]
+        for run in running:
+            run.cancel.cancel(signum)
         deadline = time.monotonic() + grace_seconds
         while self.running() and time.monotonic() < deadline:
             time.sleep(0.05)
         self.scheduler.shutdown(wait=False)
+
+    @property
+    def closing(self) -> bool:
+        return self._closing is not None
 
     @property
     def alive(self) -> bool:
@@ -126,11 +148,17 @@ class PlanScheduler:
         return self._plan_locks[plan].locked()
 
     def start_manual(self, plan: str) -> RunState | None:
-        """Start a run of `plan` in the background; return it, or None when the plan is already running."""
+        """Start a run of `plan` in the background; return it, or None when the plan is already running.
+        Raises SchedulerClosed once shutdown has begun."""
         lock = self._plan_locks[plan]
         if not lock.acquire(blocking=False):
+            if self.closing:
+                raise SchedulerClosed("the daemon is shutting down")
             return None
         run = self._new_run(plan, "api")
+        if run is None:
+            lock.release()
+            raise SchedulerClosed("the daemon is shutting down")
         threading.Thread(target=self._execute, args=(run, lock), daemon=True, name=f"run-{plan}").start()
         return run
 
@@ -142,11 +170,19 @@ class PlanScheduler:
                   "scheduled run skipped: the previous run of this plan is still going")
             self.update_next_runs()
             return
-        self._execute(self._new_run(plan, "schedule"), lock)
+        run = self._new_run(plan, "schedule")
+        if run is None:  # submitted to the pool just before shutdown paused the scheduler
+            lock.release()
+            return
+        self._execute(run, lock)
 
-    def _new_run(self, plan: str, trigger: str) -> RunState:
+    def _new_run(self, plan: str, trigger: str) -> RunState | None:
+        """Register a run of `plan` (whose plan lock the caller holds); return None once shutdown began."""
         run = RunState(id=uuid.uuid4().hex[:12], plan=plan, trigger=trigger, progress=Progress())
         with self._runs_lock:
+            if self._closing is not None:
+                return None
+            self._generation[plan] += 1
             # Keep the last few finished runs for the status API.
             finished = [k for k, r in self._runs.items() if r.outcome is not None]
             for key in finished[:-20]:
@@ -159,7 +195,8 @@ class PlanScheduler:
         try:
             hook = self.after_success(plan) if self.after_success else None
             outcome = run_backup(plan, self.storage, metrics=self.metrics, cancel=run.cancel,
-                                 trigger=f"daemon {run.trigger}", progress=run.progress, after_success=hook)
+                                 trigger=f"daemon {run.trigger}", progress=run.progress, after_success=hook,
+                                 grace_seconds=self.cfg.server.grace_period_seconds * ENGINE_GRACE_SHARE)
         except Exception as exc:  # never let a bug kill the scheduler thread silently
             log.exception("internal error in run of plan %s", run.plan)
             now = time.time()
@@ -185,6 +222,8 @@ class PlanScheduler:
         """Reload every idle plan's stored status into the metrics; return True when storage answered."""
         ok = True
         for plan in self.cfg.plans.values():
+            with self._runs_lock:
+                generation = self._generation[plan.name]
             if self.is_running(plan.name):
                 continue
             try:
@@ -193,7 +232,12 @@ class PlanScheduler:
                 ok = False
                 log.warning("could not refresh the status of plan %s: %s", plan.name, exc.message)
                 continue
-            self.metrics.apply_status(record)
+            with self._runs_lock:
+                # A run that started meanwhile already set fresher values (and its record may be newer than
+                # what was read): applying the read would turn the gauges back until the next refresh.
+                if self.is_running(plan.name) or self._generation[plan.name] != generation:
+                    continue
+                self.metrics.apply_status(record)
         return ok
 
 

@@ -8,6 +8,8 @@ never ``last_success``.
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -58,6 +60,8 @@ class PlanStatus:
             return cls(plan=plan)
         try:
             raw = json.loads(data)
+            if not isinstance(raw, dict):
+                raise TypeError(f"expected a JSON object, got {type(raw).__name__}")
             return cls(
                 plan=plan,
                 last_attempt=Attempt(**raw["last_attempt"]) if raw.get("last_attempt") else None,
@@ -68,8 +72,32 @@ class PlanStatus:
 
 
 def load(storage: Storage, name: str, plan: str) -> PlanStatus:
-    """Return the plan's stored status (empty when none). Raises StorageError."""
-    return PlanStatus.from_json(plan, storage.read_status(name))
+    """Return the plan's stored status (empty when none). Raises StorageError naming the object when it is
+    unreadable, so the operator knows which file to inspect or delete."""
+    data = storage.read_status(name)
+    try:
+        return PlanStatus.from_json(plan, data)
+    except StorageError as exc:
+        raise StorageError(f"{exc.message} ({name} in {storage.describe()})") from None
+
+
+# Runs and restore drills of one plan both rewrite its record; without this a drill finishing while a run
+# records could write back the last_success it read before the run committed, hiding that backup. Only
+# writers in this process are serialised; a drill here racing a run-now in another process is not (the
+# storage interface has no compare-and-swap), but the daemon runs both for its own plans.
+_update_locks: dict[str, threading.Lock] = {}
+_update_locks_guard = threading.Lock()
+
+
+def update(storage: Storage, name: str, plan: str, change: Callable[[PlanStatus], PlanStatus]) -> PlanStatus:
+    """Load the plan's record, apply `change`, store and return the result, with no other writer of this
+    process in between. Raises StorageError (nothing is stored then)."""
+    with _update_locks_guard:
+        lock = _update_locks.setdefault(name, threading.Lock())
+    with lock:
+        new = change(load(storage, name, plan))
+        save(storage, name, new)
+        return new
 
 
 def save(storage: Storage, name: str, status: PlanStatus) -> None:

@@ -187,3 +187,56 @@ def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
     path = write(tmp_path, "plans:\n  orders: [unclosed\n")
     result = backupctl(["check-config", "--config", str(path)], base_env())
     assert result.returncode == 78 and "line" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_timezone_without_a_schedule_applies_to_the_default_schedule(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+storage: {type: local, path: /backups}
+plans:
+  orders: {mongodb_uri: "mongodb://db/", timezone: Europe/Berlin}
+""")
+    plan = config.load_file(path, {}).plans["orders"]
+    assert plan.schedule.timezone.key == "Europe/Berlin"
+    env = config.from_environment({"MONGODB_URI": "mongodb://db/", "BACKUP_LOCAL_DIR": "/b",
+                                   "BACKUP_TIMEZONE": "America/New_York"})
+    assert env.plan(None).schedule.timezone.key == "America/New_York"
+
+
+def test_an_unknown_timezone_is_reported_at_its_own_key_even_without_a_schedule(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+storage: {type: local, path: /backups}
+plans:
+  orders: {mongodb_uri: "mongodb://db/", timezone: Mars/Olympus}
+""")
+    with pytest.raises(ConfigError, match=r"At 'plans\.orders\.timezone': unknown time zone 'Mars/Olympus'"):
+        config.load_file(path, {})
+    with pytest.raises(ConfigError, match=r"^environment: BACKUP_TIMEZONE: unknown time zone 'Mars/Olympus'"):
+        config.from_environment({"MONGODB_URI": "mongodb://db/", "BACKUP_LOCAL_DIR": "/b",
+                                 "BACKUP_TIMEZONE": "Mars/Olympus"})
+
+
+def test_durations_given_as_bare_numbers_must_be_positive(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+storage: {type: local, path: /backups}
+server: {grace_period: -5, status_refresh: 0}
+plans:
+  orders: {mongodb_uri: "mongodb://db/", max_age: -1, connect_timeout: .inf}
+""")
+    with pytest.raises(ConfigError) as raised:
+        config.load_file(path, {})
+    text = "\n".join(raised.value.errors)
+    for key in ("server.grace_period", "server.status_refresh", "plans.orders.max_age",
+                "plans.orders.connect_timeout"):
+        assert f"At '{key}': invalid duration" in text, text
+    assert config.load_file(write(tmp_path, """
+storage: {type: local, path: /backups}
+server: {grace_period: 30}
+plans:
+  orders: {mongodb_uri: "mongodb://db/", max_age: 3600}
+"""), {}).plans["orders"].max_age_seconds == 3600
+
+
+def test_a_bad_plan_name_from_the_environment_names_backup_plan() -> None:
+    with pytest.raises(ConfigError, match=r"^environment: BACKUP_PLAN: plan names use letters"):
+        config.from_environment({"MONGODB_URI": "mongodb://db/", "BACKUP_LOCAL_DIR": "/b",
+                                 "BACKUP_PLAN": "bad name!"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import itertools
 import json
 import os
@@ -236,4 +237,100 @@ def test_a_fresh_plan_is_not_caught_up(tmp_path: Path, daemons) -> None:  # type
     daemon = daemons(cfg, FAKE_MONGODUMP_MODE="ok")
     time.sleep(2)
     assert daemon.value("backup_runs_total", plan="main", result="success") == 0
-    assert os.path.exists(tmp_path / "store")
+    assert "missed while the daemon was down" not in daemon.log()
+    assert not (tmp_path / "store" / "main" / "_status.json").exists()
+
+
+STUBBORN_DUMP = """#!/bin/sh
+# A dump tool that ignores SIGTERM and a closed stdout: only the SIGKILL after the grace period stops it.
+case "$*" in *--version*) echo "mongodump version: 100.8.0-stubborn"; exit 0;; esac
+trap '' TERM PIPE
+echo $$ >> "$STUBBORN_RECORD"
+while :; do printf 'x' 2>/dev/null; sleep 0.1; done
+"""
+
+
+def test_shutdown_kills_a_dump_that_ignores_sigterm_within_the_grace_period_and_refuses_new_runs(
+        tmp_path: Path, daemons) -> None:  # type: ignore[no-untyped-def]
+    tool = tmp_path / "stubborn-mongodump"
+    tool.write_text(STUBBORN_DUMP)
+    tool.chmod(0o755)
+    record = tmp_path / "pids"
+    store = tmp_path / "store"
+    cfg = write_config(tmp_path / "c.yml", store, {"main": "0 3 * * *", "other": "0 4 * * *"})
+    cfg.write_text(cfg.read_text().replace("grace_period: 3s", "grace_period: 2s")
+                   .replace(f"mongodump_path: {FAKE_MONGODUMP}", f"mongodump_path: {tool}"))
+    daemon = daemons(cfg, STUBBORN_RECORD=str(record))
+    assert post(f"{daemon.url}/api/v1/plans/main/run", TOKEN)[0] == 202
+    servers.wait_until(lambda: record.exists() and record.read_text().strip() != "", 30, "the dump to start")
+    pid = int(record.read_text().split()[0])
+    started = time.monotonic()
+    daemon.process.send_signal(signal.SIGTERM)
+    servers.wait_until(lambda: "stopping (grace period" in daemon.log(), 5, "the daemon to begin stopping")
+    if daemon.process.poll() is None:  # still serving while it waits for the run: no new run may start
+        code, body = post(f"{daemon.url}/api/v1/plans/other/run", TOKEN)
+        assert code == 503 and "shutting down" in body["error"], (code, body)
+    assert daemon.process.wait(timeout=15) == 0, daemon.log()
+    assert time.monotonic() - started < 2 + 2, "exceeded the grace period"
+    assert not _alive(pid), "the dump tool survived the daemon"
+    stored = json.loads((store / "main" / "_status.json").read_text())
+    assert stored["last_attempt"]["result"] == "interrupted"
+    assert stored["last_attempt"]["exit_code"] == 143
+    assert not (store / "other" / "_status.json").exists()
+    assert not list(store.rglob("*.archive.gz"))
+
+
+def test_sigint_records_the_interrupted_run_with_exit_code_130(  # type: ignore[no-untyped-def]
+        tmp_path: Path, daemons) -> None:
+    record = tmp_path / "record.jsonl"
+    store = tmp_path / "store"
+    cfg = write_config(tmp_path / "c.yml", store, {"main": "0 3 * * *"})
+    daemon = daemons(cfg, FAKE_MONGODUMP_MODE="slow", FAKE_MONGODUMP_RECORD=str(record))
+    assert post(f"{daemon.url}/api/v1/plans/main/run", TOKEN)[0] == 202
+    servers.wait_until(lambda: record.exists() and "grandchild" in record.read_text(), 30, "the dump to start")
+    assert daemon.stop(signal.SIGINT) == 0, daemon.log()
+    stored = json.loads((store / "main" / "_status.json").read_text())
+    assert stored["last_attempt"]["result"] == "interrupted"
+    assert stored["last_attempt"]["exit_code"] == 130
+    assert "interrupted by SIGINT" in stored["last_attempt"]["message"]
+
+
+def test_a_malformed_post_gets_400_and_the_daemon_keeps_serving(  # type: ignore[no-untyped-def]
+        tmp_path: Path, daemons) -> None:
+    cfg = write_config(tmp_path / "c.yml", tmp_path / "store", {"main": "0 3 * * *"})
+    daemon = daemons(cfg)
+    for length in ("abc", "-5", "99999999"):
+        connection = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=5)
+        try:
+            connection.putrequest("POST", "/api/v1/plans/main/run")
+            connection.putheader("Authorization", f"Bearer {TOKEN}")
+            connection.putheader("Content-Length", length)
+            connection.endheaders()
+            response = connection.getresponse()
+            assert response.status == 400, length
+            assert "Content-Length" in json.loads(response.read())["error"]
+        finally:
+            connection.close()
+    assert "Traceback" not in daemon.log()
+    assert daemon.status()["runs"] == []
+    assert servers.http_ok(f"{daemon.url}/healthz")
+
+
+def test_run_now_daemon_refuses_credentials_in_the_url(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "c.yml", tmp_path / "store", {"main": "0 3 * * *"})
+    result = backupctl(["run-now", "--config", str(cfg), "--daemon", "http://admin:S3cret@127.0.0.1:1/"],
+                       base_env(BACKUP_API_TOKEN=TOKEN))
+    assert result.returncode == 64, result.stderr
+    assert "may not hold credentials" in result.stderr
+    assert "S3cret" not in result.stderr + result.stdout
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is dead for our purposes
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,9 +15,11 @@ from pymongo import MongoClient
 
 from backup_exporter import config as config_module
 from backup_exporter import housekeeping, status
+from backup_exporter.errors import StorageError
 from backup_exporter.metrics import BackupMetrics
 from backup_exporter.runner import run_backup
 from backup_exporter.storage.azure import AzureStorage
+from backup_exporter.storage.local import LocalStorage
 from tests import dataset, servers
 from tests.cli_helpers import FAKE_MONGODUMP, backupctl, base_env
 
@@ -97,3 +101,37 @@ def test_status_shows_last_success_age_exit_code_next_run_and_the_lock_holder(
     assert row["next_run"].endswith("T02:30:00Z")
     assert row["locked_by"] == "ops laptop (manual restore test)"
     assert "ops laptop" in text.stdout and "default" in text.stdout
+
+
+def test_a_restore_verdict_recorded_while_a_run_records_keeps_both(tmp_path: Path) -> None:
+    """The drill and a run of one plan both rewrite _status.json; neither may drop the other's update."""
+    storage = LocalStorage(tmp_path)
+    key = "main/_status.json"
+    success = status.Attempt(started=1000.0, finished=1010.0, exit_code=0, result=status.SUCCESS, name="b", size=5)
+    run_is_recording = threading.Event()
+
+    def record_run(current: status.PlanStatus) -> status.PlanStatus:
+        run_is_recording.set()
+        time.sleep(0.5)  # the drill's verdict arrives between this run's read and its write
+        return current.recorded(success)
+
+    def record_verdict(current: status.PlanStatus) -> status.PlanStatus:
+        current.restore_check = {"time": 2000.0, "success": True, "message": "ok"}
+        return current
+
+    run = threading.Thread(target=status.update, args=(storage, key, "main", record_run))
+    run.start()
+    assert run_is_recording.wait(5)
+    status.update(storage, key, "main", record_verdict)
+    run.join(5)
+    final = status.load(storage, key, "main")
+    assert final.last_success == success
+    assert final.restore_check["success"] is True
+
+
+def test_an_unreadable_status_record_names_the_object_and_the_storage(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    storage.write_status("main/_status.json", b"[1, 2]")
+    with pytest.raises(StorageError, match=r"status record of plan 'main' is unreadable: expected a JSON object, "
+                                           r"got list \(main/_status\.json in file://"):
+        status.load(storage, "main/_status.json", "main")
