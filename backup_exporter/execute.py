@@ -47,6 +47,12 @@ class Command:
             self.process = subprocess.Popen(
                 final_argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, pass_fds=pass_fds,
                 start_new_session=True, env=dict(env) if env is not None else None, close_fds=True)
+        except BaseException:
+            # No child will read the secrets: close our ends too, or every failed start (a missing
+            # binary, retried on each schedule by the daemon) would leak a descriptor per secret.
+            for write_fd, _ in writers:
+                os.close(write_fd)
+            raise
         finally:
             for fd in pass_fds:
                 os.close(fd)

@@ -20,11 +20,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
 from backup_exporter import archive, commands, execute
-from backup_exporter.engines.native import map_pymongo_error, scrub
+from backup_exporter.engines.native import make_client, map_pymongo_error, scrub
 from backup_exporter.errors import ArchiveError, BackupError, ExitCode, Interrupted, UsageError
 from backup_exporter.naming import plan_prefix, time_of
 from backup_exporter.restore_native import (
@@ -583,9 +582,7 @@ def _wait(command: execute.Command, cancel: threading.Event | None) -> int:
 def _check_counts(report: RestoreReport, target_uri: str) -> None:
     """Count each restored collection in the target and record every count that differs from the
     archive's. Raises SourceUnavailable/AuthenticationFailed/ConfigError when the target cannot be read."""
-    client: MongoClient[dict[str, Any]] = MongoClient(target_uri, serverSelectionTimeoutMS=10000,
-                                                       connectTimeoutMS=10000, appname="backup_exporter-check",
-                                                       connect=False)
+    client = make_client(target_uri, 10.0, "backup_exporter-check")
     try:
         for ns in report.namespaces:
             db, _, coll = ns.target.partition(".")

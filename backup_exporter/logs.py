@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 _SECRET_PATTERNS = [
-    (re.compile(r"(mongodb(?:\+srv)?://[^:/@\s]*:)[^@/\s]*@"), r"\1***@"),
+    # user:password@ in any URI: MongoDB's, but also a Pushgateway or proxy URL with credentials.
+    (re.compile(r"([a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)[^@/\s]*@"), r"\1***@"),
     (re.compile(r"(AccountKey=)[^;\s]+", re.IGNORECASE), r"\1***"),
     (re.compile(r"(SharedAccessSignature=)[^;\s]+", re.IGNORECASE), r"\1***"),
     (re.compile(r"([?&]sig=)[^&\s]+", re.IGNORECASE), r"\1***"),

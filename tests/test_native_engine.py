@@ -23,10 +23,12 @@ from pymongo import ASCENDING, DESCENDING, MongoClient
 
 from backup_exporter import __version__
 from backup_exporter.archive import CollectionMeta, Document, NamespaceEnd, iter_archive, verify_archive
+from backup_exporter.engines.mongodump import MongodumpEngine
 from backup_exporter.engines.native import NativeEngine, render_hosts, scrub
 from backup_exporter.errors import (
     AuthenticationFailed,
     ConfigError,
+    DumpFailed,
     ExitCode,
     Interrupted,
     SourceUnavailable,
@@ -371,3 +373,17 @@ def test_malformed_uri_is_a_configuration_error_without_the_password() -> None:
         NativeEngine("mongodb://user:s3cret@127.0.0.1:notaport/").dump(BytesSink(), threading.Event())
     assert caught.value.exit_code == ExitCode.CONFIG
     assert "s3cret" not in str(caught.value) and "invalid MongoDB URI" in str(caught.value)
+
+
+def test_a_dump_tool_that_cannot_start_fails_with_127_and_leaks_no_descriptor(tmp_path: Path) -> None:
+    # The daemon retries a missing binary on every slot: each failed start must give back the pipe
+    # that was meant to carry the URI.
+    engine = MongodumpEngine("mongodb://user:s3cret@127.0.0.1:1/", binary=str(tmp_path / "no-mongodump"))
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        with pytest.raises(DumpFailed) as caught:
+            engine.dump(BytesSink(), threading.Event())
+        assert caught.value.exit_code == 127
+        assert str(caught.value).startswith(f"cannot run {tmp_path / 'no-mongodump'}: ")
+        assert "s3cret" not in str(caught.value)
+    assert len(os.listdir("/proc/self/fd")) - before < 5

@@ -13,7 +13,12 @@ from datetime import UTC, datetime, timedelta
 import psutil  # type: ignore[import-untyped]
 import pytest
 from azure.core.exceptions import HttpResponseError
-from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
+from azure.storage.blob import (
+    BlobLeaseClient,
+    BlobServiceClient,
+    ContainerSasPermissions,
+    generate_container_sas,
+)
 
 from backup_exporter.errors import AuthenticationFailed, ConfigError, ExitCode, LockHeld, StorageError
 from backup_exporter.storage.azure import AzureStorage, batch_unsupported
@@ -274,6 +279,55 @@ def test_a_lease_expires_by_itself_when_its_holder_stops_renewing_and_lasts_whil
         dead.__exit__(None, None, None)  # its lease is long gone: releasing fails quietly
         for store in (renewing, silent, other):
             store.close()
+
+
+def test_an_upload_whose_plan_lock_was_lost_is_refused_and_leaves_nothing(
+        container: str, azure_connection_string: str, service: BlobServiceClient) -> None:
+    holder = AzureStorage(container, connection_string=azure_connection_string, block_size=64 * 1024,
+                          lease_seconds=15, renew_seconds=0.3)
+    successor = AzureStorage(container, connection_string=azure_connection_string)
+    name = archive("2026-11-27T13-00-00Z")
+    try:
+        with holder.lock(LOCK, "slow run"):
+            upload = holder.start_upload(name)
+            upload.write(payload(200_000))
+            # An operator (or a bug elsewhere) breaks the lease and another run takes the plan.
+            BlobLeaseClient(service.get_blob_client(container, LOCK)).break_lease(lease_break_period=0)
+            with successor.lock(LOCK, "successor"):
+                deadline = time.monotonic() + 10
+                with pytest.raises(StorageError, match="lease of prod/orders/_lock was lost") as excinfo:
+                    while time.monotonic() < deadline:  # the next renewal finds the lease gone
+                        upload.write(payload(64 * 1024))
+                        time.sleep(0.05)
+                    upload.commit({"size": "1"})
+                assert excinfo.value.exit_code == ExitCode.STORAGE
+                upload.abort()
+                with pytest.raises(StorageError, match="not committed"):
+                    second = holder.start_upload(archive("2026-11-27T13-00-01Z"))
+                    second.write(b"x")
+                    second.commit({})
+                second.abort()
+                assert successor.lock_holder(LOCK) == "successor"
+        assert [n for n in blob_names(service, container) if n != LOCK] == []
+        # The successor's own uploads are not affected by the other object's lost lease.
+        with successor.lock(LOCK, "successor"):
+            commit(successor, name, b"fine")
+        assert [b.name for b in successor.list_backups(PREFIX)] == [name]
+    finally:
+        holder.close()
+        successor.close()
+
+
+def test_a_lock_whose_holder_cannot_be_recorded_fails_cleanly_and_releases_its_lease(
+        azure: AzureStorage) -> None:
+    # A holder far beyond what an HTTP header may carry makes the service refuse the metadata after the
+    # lease was acquired: the error must be the storage's own, and the lease must not linger.
+    with pytest.raises(StorageError) as excinfo, azure.lock(LOCK, "h" * 40_000):
+        pass
+    assert "lock prod/orders/_lock" in str(excinfo.value) and "\n" not in str(excinfo.value)
+    assert azure.lock_holder(LOCK) is None
+    with azure.lock(LOCK, "next run"):
+        assert azure.lock_holder(LOCK) == "next run"
 
 
 def test_a_holder_with_non_ascii_text_is_recorded_readably(azure: AzureStorage) -> None:

@@ -125,6 +125,25 @@ class StorageContract:
         upload.abort()  # after commit: a no-op that keeps the backup
         assert [b.size for b in storage.list_backups(PREFIX)] == [3]
 
+    def test_a_commit_never_replaces_an_existing_backup_of_the_same_name(self, storage: Storage) -> None:
+        # Two runs of a plan started within the same second get the same name: the second must fail,
+        # not silently replace the first backup (or its metadata).
+        name = archive("2026-11-27T13-00-00Z")
+        first = payload(100_000, seed=1)
+        first_meta = {"sha256": hashlib.sha256(first).hexdigest(), "size": str(len(first))}
+        commit(storage, name, first, first_meta)
+        second = payload(120_000, seed=2)
+        upload = storage.start_upload(name)
+        upload.write(second)
+        with pytest.raises(StorageError, match="already exists") as excinfo:
+            upload.commit({"sha256": hashlib.sha256(second).hexdigest(), "size": str(len(second))})
+        assert excinfo.value.exit_code == ExitCode.STORAGE
+        upload.abort()
+        (info,) = storage.list_backups(PREFIX)
+        assert info.metadata == first_meta
+        assert info.size == len(first)
+        assert read_all(storage, name) == first
+
     def test_listing_ignores_foreign_objects_deeper_paths_siblings_status_and_lock(
             self, storage: Storage) -> None:
         commit(storage, archive("2026-11-27T13-00-00Z"), b"mine")

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import posixpath
 import re
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -21,6 +23,7 @@ from concurrent.futures import wait as wait_futures
 from datetime import UTC, datetime
 from typing import Any
 
+from azure.core import MatchConditions
 from azure.core.exceptions import (
     AzureError,
     ClientAuthenticationError,
@@ -178,14 +181,22 @@ class AzureUpload:
                 self._submit(block)
             wait_futures(self._futures)
             self._raise_if_failed()
+            self._raise_if_lock_lost()
             blocks = [BlobBlock(block_id=block_id(i)) for i in range(self._blocks)]
             try:
+                # IfMissing: a backup that already has this name (a run started in the same second)
+                # is never replaced.
                 self._blob.commit_block_list(
                     blocks,
                     metadata=meta,
                     content_settings=ContentSettings(content_type=ARCHIVE_CONTENT_TYPE),
+                    match_condition=MatchConditions.IfMissing,
                     retry_total=UPLOAD_RETRIES,
                 )
+            except ResourceExistsError:
+                if not self._committed_by_us(meta):
+                    raise StorageError(f"Azure Blob {self._storage.describe()}: backup {self._name} already "
+                                       f"exists; it is left as it was and this upload is not committed") from None
             except AzureError as exc:
                 raise self._storage.error(exc, f"commit {self._name}") from None
         except BaseException:
@@ -206,6 +217,17 @@ class AzureUpload:
 
     # -- internals ----------------------------------------------------------------------------------------
 
+    def _committed_by_us(self, meta: dict[str, str]) -> bool:
+        """Return whether the existing blob is this very upload (a retried commit whose first attempt
+        succeeded but whose answer was lost): same size and sha256 as ours."""
+        try:
+            props = self._blob.get_blob_properties()
+        except AzureError:
+            return False
+        existing = props.metadata or {}
+        return ("sha256" in meta and existing.get("sha256") == meta["sha256"]
+                and existing.get("size") == meta.get("size") and int(props.size or 0) == self._uploaded)
+
     def _check_open(self) -> None:
         if self._finished:
             raise StorageError(f"upload of {self._name} is already finished")
@@ -218,7 +240,14 @@ class AzureUpload:
                 raise error
             raise self._storage.error(error, f"upload block of {self._name}")
 
+    def _raise_if_lock_lost(self) -> None:
+        problem = self._storage.lease_problem(self._name)
+        if problem is not None:
+            raise StorageError(f"Azure Blob {self._storage.describe()}: {problem} while uploading "
+                               f"{self._name}: another run may hold the plan, so this one is not committed")
+
     def _submit(self, block: bytes) -> None:
+        self._raise_if_lock_lost()
         # Wait for a free slot; wake up now and then so an abort from another thread unblocks us.
         while not self._slots.acquire(timeout=0.5):
             if self._stopping.is_set():
@@ -264,29 +293,58 @@ class AzureUpload:
 
 
 class _LeaseKeeper:
-    """Renews a blob lease from a daemon thread until stopped."""
+    """Renews a blob lease from a daemon thread until stopped, and remembers whether it was lost.
 
-    def __init__(self, lease: BlobLeaseClient, interval: float, what: str) -> None:
+    A lease is lost when the service refuses a renewal outright (HTTP 409/412: someone broke it or holds
+    a newer one), or when no renewal succeeded for a whole lease period (it may have expired and been
+    taken). Uploads into the locked folder then refuse to go on (see AzureStorage.lease_problem): the run
+    no longer owns its plan, so another run may be dumping the same plan at the same time.
+    """
+
+    def __init__(self, lease: BlobLeaseClient, interval: float, what: str, lease_seconds: int) -> None:
         self._lease = lease
         self._interval = interval
         self._what = what
+        self._lease_seconds = lease_seconds
+        self._last_renewed = time.monotonic()  # the lease was just acquired
+        self._lost: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"lease-{what}", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
+    def problem(self) -> str | None:
+        """Return why the lease can no longer be trusted, or None while it is held."""
+        if self._lost is not None:
+            return self._lost
+        silent = time.monotonic() - self._last_renewed
+        if self._lease_seconds > 0 and silent > self._lease_seconds:
+            return f"the lease of {self._what} was not renewed for {silent:.0f} s and may have expired"
+        return None
+
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
             try:
                 self._lease.renew()
+                self._last_renewed = time.monotonic()
+            except HttpResponseError as exc:
+                if _status(exc) in (409, 412):
+                    # Refused for good (broken, or leased by someone else): renewing again cannot help.
+                    self._lost = f"the lease of {self._what} was lost ({_error_code(exc) or _status(exc)})"
+                    log.error("lost the lease of %s: %s", self._what, _error_code(exc) or _status(exc))
+                    return
+                log.warning("could not renew the lease of %s: %s", self._what, _error_code(exc) or type(exc).__name__)
             except Exception as exc:  # keep trying: the next renewal may still be in time
                 log.warning("could not renew the lease of %s: %s", self._what, type(exc).__name__)
 
     def stop(self) -> None:
         self._stop.set()
-        # A renewal in progress ends within the client timeouts; the thread is a daemon anyway.
-        self._thread.join(timeout=30)
+        # Never started when recording the holder failed; joining it then would raise RuntimeError, hide
+        # the real error and skip releasing the lease. A renewal in progress ends within the client
+        # timeouts; the thread is a daemon anyway.
+        if self._thread.ident is not None:
+            self._thread.join(timeout=30)
 
 
 class AzureStorage:
@@ -326,6 +384,10 @@ class AzureStorage:
         self.lease_seconds = lease_seconds
         self.renew_seconds = renew_seconds
         self._secrets: list[str] = [s for s in (connection_string, sas_token) if s]
+        # The leases this object holds, by the folder they lock; uploads into a folder whose lease was
+        # lost must not commit.
+        self._keepers: dict[str, _LeaseKeeper] = {}
+        self._keepers_mutex = threading.Lock()
         self._owned_credential: Any = None
         options: dict[str, Any] = {
             "retry_policy": ExponentialRetry(
@@ -589,7 +651,8 @@ class AzureStorage:
             raise
         except Exception as exc:
             raise self._auth_or_error(exc, f"lock {name}") from None
-        keeper = _LeaseKeeper(lease, self.renew_seconds, name)
+        keeper = _LeaseKeeper(lease, self.renew_seconds, name, self.lease_seconds)
+        folder = posixpath.dirname(name)
         try:
             try:
                 quoted = urllib.parse.quote(" ".join(holder.split()), safe=_HOLDER_SAFE)
@@ -597,13 +660,27 @@ class AzureStorage:
             except Exception as exc:
                 raise self._auth_or_error(exc, f"lock {name}") from None
             keeper.start()
+            with self._keepers_mutex:
+                self._keepers[folder] = keeper
             yield
         finally:
+            with self._keepers_mutex:
+                if self._keepers.get(folder) is keeper:
+                    del self._keepers[folder]
             keeper.stop()
             try:
                 lease.release()
             except Exception as exc:  # the lease expires by itself; do not mask the with-block's outcome
                 log.warning("could not release the lease of %s: %s", name, type(exc).__name__)
+
+    def lease_problem(self, name: str) -> str | None:
+        """Return why the lock held on the folder of object `name` was lost, or None.
+
+        None also when this object holds no lock on that folder (nothing to lose).
+        """
+        with self._keepers_mutex:
+            keeper = self._keepers.get(posixpath.dirname(name))
+        return keeper.problem() if keeper is not None else None
 
     def lock_holder(self, name: str) -> str | None:
         """Return the holder recorded on lock blob `name` while its lease is active, else None.

@@ -43,7 +43,11 @@ class Upload(Protocol):
         ...
 
     def commit(self, metadata: dict[str, str]) -> None:
-        """Wait for every pending write, then make the object visible with metadata. Raises StorageError."""
+        """Wait for every pending write, then make the object visible with metadata.
+
+        Raises StorageError when anything failed, and when an object of that name already exists: a
+        committed backup is never replaced. Nothing becomes visible then.
+        """
         ...
 
     def abort(self) -> None:
@@ -97,7 +101,10 @@ class Storage(Protocol):
         """Hold an exclusive lock named `name` for the duration of the with-block.
 
         Raises LockHeld at entry when another holder has it. The lock is renewed while held and expires by
-        itself (within a minute) if the holder dies. `holder` is a description recorded for `status`.
+        itself (within a minute) if the holder dies. Should it be lost while held (a lease broken, or not
+        renewed for a whole lease period), writes and commits of uploads in the lock's folder raise
+        StorageError, so a run that no longer owns its plan commits nothing. `holder` is a description
+        recorded for `status`.
         """
         ...
 

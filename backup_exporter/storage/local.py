@@ -113,12 +113,19 @@ class LocalUpload:
     def commit(self, metadata: dict[str, str]) -> None:
         """Make the archive visible: fsync it, write its metadata, rename it, fsync the directory.
 
-        Raises StorageError; the temporary file is removed on failure.
+        Raises StorageError, also when a backup of that name already exists (it is never replaced); the
+        temporary file is removed on failure.
         """
         if self._done:
             raise StorageError(f"local storage: upload of {self._final.name} is already finished")
         self._done = True
         meta = self._final.with_name(self._final.name + META_SUFFIX)
+        if os.path.lexists(self._final):
+            # Checked before the metadata is written, which would otherwise replace the existing
+            # backup's. The plan's lock keeps another writer of this name away meanwhile.
+            self._discard()
+            raise StorageError(f"local storage: backup {self._final} already exists; it is left as it was "
+                               f"and this upload is not committed")
         try:
             os.fsync(self._file.fileno())
             self._file.close()
