@@ -389,8 +389,9 @@ def _storage(section: _Section) -> StorageConfig:
         if cfg.account_url and not cfg.account_url.startswith(("https://", "http://")):
             section.error("must be an https:// URL such as https://ACCOUNT.blob.core.windows.net", "account_url")
         cfg = replace(cfg, use_identity=bool(cfg.account_url and not cfg.sas_token and not cfg.connection_string))
-    if not 1 << 20 <= cfg.block_size <= 256 << 20:
-        section.error("must be between 1MiB and 256MiB", "block_size")
+    # 2 MiB is the smallest start whose growing schedule still fits 4 TiB into Azure's 50,000 blocks.
+    if not 2 << 20 <= cfg.block_size <= 256 << 20:
+        section.error("must be between 2MiB and 256MiB", "block_size")
     section.finish()
     return cfg
 

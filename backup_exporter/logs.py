@@ -61,7 +61,11 @@ class TextFormatter(logging.Formatter):
         stamp = datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         plan = getattr(record, "plan", None)
         where = f" [{plan}]" if plan else ""
-        return f"{stamp} {record.levelname.lower():7}{where} {record.getMessage()}"
+        line = f"{stamp} {record.levelname.lower():7}{where} {record.getMessage()}"
+        # Tracebacks only reach the log at debug level (-v), where a bug report needs them.
+        if record.exc_info and record.levelno <= logging.DEBUG:
+            line += "\n" + redact(self.formatException(record.exc_info))
+        return line
 
 
 def setup(log_format: str = "text", level: int = logging.INFO) -> None:

@@ -18,7 +18,7 @@ import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from backup_exporter import __version__, naming, status
 from backup_exporter.config import PlanConfig
@@ -198,7 +198,7 @@ def _locked_run(plan: PlanConfig, storage: Storage, metrics: BackupMetrics | Non
                 log: logging.LoggerAdapter[logging.Logger], grace_seconds: float) -> RunOutcome:
     started = started_at.timestamp()
     status_key = naming.status_name(plan.prefix, plan.name)
-    name = naming.backup_name(plan.prefix, plan.name, started_at)
+    name = naming.backup_name(plan.prefix, plan.name, _name_time(storage, status_key, plan.name, started_at))
     if metrics is not None:
         metrics.run_started(plan.name, started)
     why = "given by the caller"
@@ -271,6 +271,20 @@ def _locked_run(plan: PlanConfig, storage: Storage, metrics: BackupMetrics | Non
         except Exception:
             log.exception("internal error in the after-backup step (retention, storage totals)")
     return outcome
+
+
+def _name_time(storage: Storage, status_key: str, plan: str, started_at: datetime) -> datetime:
+    """Return the time to name this run's backup by: its start, or one second after the plan's newest
+    backup when that is not earlier (a rerun within the same second, or a clock set back), so that names
+    stay unique and in order; a commit never replaces an existing backup."""
+    try:
+        previous = status.load(storage, status_key, plan).last_success
+    except StorageError:
+        return started_at  # the commit itself refuses a name that is taken
+    newest = naming.time_of(previous.name) if previous is not None and previous.name else None
+    if newest is not None and started_at.replace(microsecond=0) <= newest:
+        return newest + timedelta(seconds=1)
+    return started_at
 
 
 def _record(storage: Storage, key: str, plan: str, outcome: RunOutcome, metrics: BackupMetrics | None,

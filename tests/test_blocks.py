@@ -61,3 +61,12 @@ def test_block_ids_are_base64_of_equal_length_and_unique() -> None:
     decoded = base64.b64decode(ids[123], validate=True)
     assert decoded == b"0000000123"
     assert len(decoded) <= 64  # Azure's limit before encoding
+
+
+def test_the_smallest_configurable_block_size_still_fits_four_tebibytes() -> None:
+    from backup_exporter import config
+
+    assert capacity(base=2 * MiB) >= 4 * TiB
+    with pytest.raises(config.ConfigError, match="block_size': must be between 2MiB and 256MiB"):
+        config.from_mapping({"storage": {"type": "local", "path": "/b", "block_size": "1MiB"},
+                             "plans": {"p": {"mongodb_uri": "mongodb://h/"}}}, {}, "t")

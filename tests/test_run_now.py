@@ -330,3 +330,30 @@ def test_a_crashing_after_backup_step_does_not_turn_a_stored_backup_into_a_failu
     assert registry.get_sample_value("backup_runs_total", {"plan": "main", "result": "success"}) == 1
     assert registry.get_sample_value("backup_runs_total", {"plan": "main", "result": "failure"}) == 0
     assert registry.get_sample_value("backup_in_progress", {"plan": "main"}) == 0
+
+
+def test_two_runs_in_the_same_second_keep_both_backups_in_order(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from backup_exporter import config as config_module
+    from backup_exporter.runner import run_backup
+    from backup_exporter.storage.local import LocalStorage
+
+    store = tmp_path / "store"
+    store.mkdir()
+    cfg = config_module.from_mapping({"storage": {"type": "local", "path": str(store)},
+                                      "plans": {"main": {"mongodb_uri": "mongodb://127.0.0.1:1/",
+                                                         "engine": "mongodump", "mongodump_path": FAKE_MONGODUMP}}},
+                                     {"FAKE_MONGODUMP_MODE": "ok"}, "test")
+    frozen = datetime(2026, 11, 27, 3, 0, 0, 250000, tzinfo=UTC)
+    storage = LocalStorage(store)
+    os.environ["FAKE_MONGODUMP_MODE"] = "ok"
+    try:
+        first = run_backup(cfg.plans["main"], storage, clock=lambda: frozen)
+        second = run_backup(cfg.plans["main"], storage, clock=lambda: frozen)
+    finally:
+        del os.environ["FAKE_MONGODUMP_MODE"]
+    assert first.exit_code == 0 and second.exit_code == 0, (first.message, second.message)
+    assert first.name == "main/2026-11-27T03-00-00Z.archive.gz"
+    assert second.name == "main/2026-11-27T03-00-01Z.archive.gz"
+    assert [b.name for b in storage.list_backups("main")] == [first.name, second.name]
