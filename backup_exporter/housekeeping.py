@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from backup_exporter import naming, status
 from backup_exporter.config import Config, PlanConfig
-from backup_exporter.errors import BackupError
+from backup_exporter.errors import BackupError, Interrupted
 from backup_exporter.logs import event, plan_logger
 from backup_exporter.metrics import BackupMetrics
 from backup_exporter.storage.base import Storage
@@ -68,16 +69,24 @@ def after_success_hook(plan: PlanConfig, storage: Storage,
     return hook
 
 
-def run_restore_check(plan: PlanConfig, storage: Storage, metrics: BackupMetrics | None) -> bool:
-    """Restore the plan's newest backup into its scratch URI, compare counts, record; return success."""
+def run_restore_check(plan: PlanConfig, storage: Storage, metrics: BackupMetrics | None,
+                      cancel: threading.Event | None = None) -> bool:
+    """Restore the plan's newest backup into its scratch URI, compare counts, record; return success.
+
+    A drill stopped by `cancel` (daemon shutdown) records nothing: the previous verdict stands.
+    """
     from backup_exporter import lifecycle
 
     plog = plan_logger(__name__, plan.name)
     assert plan.restore_check.uri is not None
     ok, message = False, ""
     try:
-        report = lifecycle.restore_latest_check(storage, plan.prefix, plan.name, plan.restore_check.uri)
+        report = lifecycle.restore_latest_check(storage, plan.prefix, plan.name, plan.restore_check.uri,
+                                                cancel=cancel)
         ok, message = bool(report.check_ok), report.summary()
+    except Interrupted:
+        event(plog, logging.WARNING, "restore_check", "restore check stopped by shutdown; nothing recorded")
+        return False
     except BackupError as exc:
         message = exc.message
     now = time.time()
@@ -107,4 +116,5 @@ def add_restore_check_jobs(scheduler: PlanScheduler, cfg: Config, storage: Stora
         if schedule is None:
             continue
         scheduler.extra_jobs.append(
-            (lambda p=plan: run_restore_check(p, storage, metrics), schedule.trigger(), f"restore-check:{plan.name}"))
+            (lambda p=plan: run_restore_check(p, storage, metrics, scheduler.stopping), schedule.trigger(),
+             f"restore-check:{plan.name}"))

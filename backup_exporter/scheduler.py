@@ -77,6 +77,8 @@ class PlanScheduler:
         self._runs_lock = threading.Lock()
         # Set (to the stopping signal) under _runs_lock by shutdown(); no run registers after that.
         self._closing: int | None = None
+        # Set at shutdown, for jobs other than backups (restore drills) that must stop too.
+        self.stopping = CancelToken()
         # Bumped under _runs_lock when a run of the plan registers; refresh_status compares it to know that
         # no run recorded between its storage read and its apply.
         self._generation = dict.fromkeys(cfg.plans, 0)
@@ -112,6 +114,7 @@ class PlanScheduler:
         with self._runs_lock:
             self._closing = signum
             running = [r for r in self._runs.values() if r.outcome is None]
+        self.stopping.cancel(signum)
         for run in running:
             run.cancel.cancel(signum)
         deadline = time.monotonic() + grace_seconds

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 import uuid
@@ -135,3 +136,26 @@ def test_an_unreadable_status_record_names_the_object_and_the_storage(tmp_path: 
     with pytest.raises(StorageError, match=r"status record of plan 'main' is unreadable: expected a JSON object, "
                                            r"got list \(main/_status\.json in file://"):
         status.load(storage, "main/_status.json", "main")
+
+
+def test_a_restore_drill_stopped_by_shutdown_records_nothing(scratch: str, azure_connection_string: str,
+                                                               container: str) -> None:
+    cfg = config_module.from_mapping({
+        "storage": {"container": container, "connection_string": azure_connection_string},
+        "plans": {"main": {"mongodb_uri": "mongodb://127.0.0.1:1/", "engine": "mongodump",
+                           "mongodump_path": FAKE_MONGODUMP, "restore_check": {"uri": scratch}}}}, {}, "t")
+    plan = cfg.plans["main"]
+    storage = AzureStorage(container, connection_string=azure_connection_string)
+    os.environ["FAKE_MONGODUMP_MODE"] = "ok"
+    try:
+        assert run_backup(plan, storage).exit_code == 0
+    finally:
+        del os.environ["FAKE_MONGODUMP_MODE"]
+    stopping = threading.Event()
+    stopping.set()
+    registry = CollectorRegistry()
+    metrics = BackupMetrics(registry, ["main"])
+    assert housekeeping.run_restore_check(plan, storage, metrics, stopping) is False
+    assert status.load(storage, "main/_status.json", "main").restore_check == {}
+    assert registry.get_sample_value("backup_last_restore_check_timestamp_seconds", {"plan": "main"}) == 0
+    storage.close()
