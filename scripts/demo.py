@@ -46,7 +46,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         print("==> starting SecantusDB (MongoDB wire protocol) ...", flush=True)
-        mongo = servers.start_secantus(logs)
+        mongo = servers.start_secantus(logs, ttl_sweep=True)  # like a real mongod: TTL indexes expire data
         started.append(mongo)
         uri = f"mongodb://{mongo.address}/?directConnection=true"
         print("==> loading the sample dataset (3 databases, 5 collections, 10,800 documents) ...", flush=True)

@@ -29,3 +29,19 @@ def backupctl(args: Sequence[str], env: Mapping[str, str], timeout: float = 120,
 def start_backupctl(args: Sequence[str], env: Mapping[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "backup_exporter.cli", *args], env=dict(env), text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def native_azure_config(path: Path, container: str, db_prefix: str, extra: str = "") -> Path:
+    """Write a YAML config: plan 'main' (prefix 'prod', native engine) backing up `<db_prefix>_*` into the
+    Azurite container; the URI and connection string come from the environment. Return the path."""
+    path.write_text(f"""storage:
+  container: {container}
+  connection_string: ${{AZURE_STORAGE_CONNECTION_STRING}}
+plans:
+  main:
+    mongodb_uri: ${{MONGODB_URI}}
+    prefix: prod
+    engine: native
+    include: ["{db_prefix}_*"]
+{extra}""")
+    return path

@@ -119,9 +119,15 @@ def start(name: str, argv: Sequence[str], port: int, log_dir: Path, ready: Calla
     return server
 
 
-def start_secantus(log_dir: Path, port: int | None = None, extra_args: Sequence[str] = ()) -> Server:
+def start_secantus(log_dir: Path, port: int | None = None, extra_args: Sequence[str] = (),
+                   ttl_sweep: bool = False) -> Server:
+    """Start SecantusDB in memory. Its TTL sweeper is off unless asked for: the sample data's TTL index
+    would otherwise delete documents between a restore and the test's read-back."""
     port = port or free_port()
-    argv = [find_tool("secantusd-py"), "--host", "127.0.0.1", "--port", str(port),
+    log_dir.mkdir(parents=True, exist_ok=True)
+    config = log_dir / f"secantusd-{port}.toml"
+    config.write_text(f"[storage]\nttl_sweep_seconds = {60 if ttl_sweep else 0}\n")
+    argv = [find_tool("secantusd-py"), "--config", str(config), "--host", "127.0.0.1", "--port", str(port),
             "--storage-path", ":memory:", "--log-level", "WARNING", *extra_args]
     return start("secantusdb", argv, port, log_dir, lambda: port_open(port), timeout=90)
 

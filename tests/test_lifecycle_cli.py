@@ -12,7 +12,7 @@ from azure.storage.blob import ContainerClient
 from pymongo import MongoClient
 
 from tests import dataset
-from tests.cli_helpers import backupctl, base_env
+from tests.cli_helpers import backupctl, base_env, native_azure_config
 
 
 @pytest.fixture(scope="module")
@@ -25,18 +25,7 @@ def source(mongo_client: MongoClient) -> Iterator[tuple[str, dict[str, int]]]:  
 
 
 def config(tmp_path: Path, container: str, prefix: str, retention: str = "") -> Path:
-    path = tmp_path / "backup.yml"
-    path.write_text(f"""storage:
-  container: {container}
-  connection_string: ${{AZURE_STORAGE_CONNECTION_STRING}}
-plans:
-  main:
-    mongodb_uri: ${{MONGODB_URI}}
-    prefix: prod
-    engine: native
-    include: ["{prefix}_*"]
-{retention}""")
-    return path
+    return native_azure_config(tmp_path / "backup.yml", container, prefix, retention)
 
 
 def test_backup_list_verify_restore_round_trip_keeps_every_document_and_index(

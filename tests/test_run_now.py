@@ -18,7 +18,7 @@ from pymongo import MongoClient
 from backup_exporter import archive
 from backup_exporter.storage.azure import AzureStorage
 from tests import dataset, servers
-from tests.cli_helpers import FAKE_MONGODUMP, backupctl, base_env, start_backupctl
+from tests.cli_helpers import FAKE_MONGODUMP, backupctl, base_env, native_azure_config, start_backupctl
 
 GOLDEN_GZ = Path(__file__).parent / "data" / "mongodump-100.8.0-sample.archive.gz"
 
@@ -66,22 +66,11 @@ def download(conn: str, container: str, name: str) -> bytes:
 
 def test_native_run_now_streams_a_verifiable_archive_of_every_database_into_azure(
         sample: tuple[str, dict[str, int]], mongo_uri: str, mongo_client: MongoClient,  # type: ignore[type-arg]
-        azure_connection_string: str, container: str) -> None:
+        azure_connection_string: str, container: str, tmp_path: Path) -> None:
     prefix, counts = sample
     env = env_for(mongo_uri, azure_connection_string, container, BACKUP_ENGINE="native")
     # Only this test's databases: other tests share the server.
-    cfg = Path(os.environ.get("TMPDIR", "/tmp")) / f"cfg-{uuid.uuid4().hex}.yml"
-    cfg.write_text(f"""
-storage:
-  container: {container}
-  connection_string: ${{AZURE_STORAGE_CONNECTION_STRING}}
-plans:
-  main:
-    mongodb_uri: ${{MONGODB_URI}}
-    prefix: prod
-    engine: native
-    include: ["{prefix}_*"]
-""")
+    cfg = native_azure_config(tmp_path / "backup.yml", container, prefix)
     result = backupctl(["run-now", "--config", str(cfg)], env)
     assert result.returncode == 0, result.stderr
     names = archives(azure_connection_string, container)
