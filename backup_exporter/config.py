@@ -71,6 +71,7 @@ class PlanConfig:
     exclude: tuple[str, ...] = ()
     max_age_seconds: float = DEFAULT_MAX_AGE_SECONDS
     connect_timeout_seconds: float = 10.0
+    timeout_seconds: float | None = None  # stop a run that takes longer (exit 124); None = no limit
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)
     restore_check: RestoreCheckConfig = field(default_factory=RestoreCheckConfig)
 
@@ -346,6 +347,7 @@ def _plan(name: str, section: _Section, defaults: dict[str, Any]) -> PlanConfig 
         exclude=section.convert("exclude", _string_list, ()),
         max_age_seconds=section.convert("max_age", _duration_seconds, float(DEFAULT_MAX_AGE_SECONDS)),
         connect_timeout_seconds=section.convert("connect_timeout", _duration_seconds, 10.0),
+        timeout_seconds=section.convert("timeout", _duration_seconds, None),
         retention=_retention(section.section("retention")),
         restore_check=RestoreCheckConfig(restore_schedule, restore_uri),
     )
@@ -479,6 +481,7 @@ ENV_KEYS = {
     "BACKUP_ENGINE": ("plans", "engine"),
     "BACKUP_MONGODUMP_PATH": ("plans", "mongodump_path"),
     "BACKUP_MAX_AGE": ("plans", "max_age"),
+    "BACKUP_TIMEOUT": ("plans", "timeout"),
     "BACKUP_KEEP_LAST": ("retention", "keep_last"),
     "BACKUP_KEEP_WITHIN": ("retention", "keep_within"),
     "BACKUP_KEEP_DAILY": ("retention", "keep_daily"),

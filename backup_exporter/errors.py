@@ -15,7 +15,8 @@ class ExitCode(IntEnum):
     """Documented exit codes (see README, "Exit codes").
 
     Codes 1-63 are reserved for the dump tool's own exit code, passed through unchanged, and 128+N for a
-    dump tool killed by signal N; our own codes follow sysexits(3) so they never collide with those.
+    dump tool killed by signal N; our own codes follow sysexits(3) so they never collide with those, and
+    124 is timeout(1)'s.
     """
 
     OK = 0
@@ -28,6 +29,7 @@ class ExitCode(IntEnum):
     PUSH = 76  # backup stored, but the Pushgateway push or textfile write failed
     NOPERM = 77  # authentication to MongoDB or storage failed
     CONFIG = 78  # configuration error
+    TIMEOUT = 124  # the run exceeded the plan's timeout (as timeout(1) reports it)
     INTERRUPTED_SIGINT = 128 + signal.SIGINT  # 130
     INTERRUPTED_SIGTERM = 128 + signal.SIGTERM  # 143
 

@@ -35,13 +35,27 @@ TERMINATOR = b"\xff\xff\xff\xff"
 
 
 class CancelToken(threading.Event):
-    """Set by a signal handler (or shutdown) to stop a run; remembers which signal."""
+    """Set by a signal handler (or shutdown) to stop a run; remembers which signal, or that the plan's
+    timeout expired."""
 
     signum: int = signal.SIGTERM
+    timed_out_after: float | None = None
 
     def cancel(self, signum: int = signal.SIGTERM) -> None:
         self.signum = signum
         self.set()
+
+    def expire(self, seconds: float) -> None:
+        if not self.is_set():
+            self.timed_out_after = seconds
+            self.set()
+
+    def error(self) -> BackupError:
+        """Return why the run stopped: a timeout is a failure (exit 124), a signal an interruption."""
+        if self.timed_out_after is not None:
+            return BackupError(f"the run exceeded the plan's timeout of {self.timed_out_after:g} s and was "
+                               "stopped; nothing was committed", ExitCode.TIMEOUT)
+        return Interrupted(self.signum)
 
 
 @dataclass
@@ -209,9 +223,14 @@ def _locked_run(plan: PlanConfig, storage: Storage, metrics: BackupMetrics | Non
     upload: Upload | None = None
     sink: ArchiveSink | None = None
     info: DumpInfo | None = None
+    timer: threading.Timer | None = None
+    if plan.timeout_seconds is not None:
+        timer = threading.Timer(plan.timeout_seconds, cancel.expire, args=(plan.timeout_seconds,))
+        timer.daemon = True
+        timer.start()
     try:
         if cancel.is_set():
-            raise Interrupted(cancel.signum)
+            raise cancel.error()
         upload = storage.start_upload(name)
         progress.upload = upload
         on_bytes = (lambda n: metrics.add_uploaded(plan.name, n)) if metrics is not None else None
@@ -219,9 +238,9 @@ def _locked_run(plan: PlanConfig, storage: Storage, metrics: BackupMetrics | Non
         try:
             info = engine.dump(sink, cancel)
         except Interrupted:
-            raise Interrupted(cancel.signum) from None
+            raise cancel.error() from None
         if cancel.is_set():
-            raise Interrupted(cancel.signum)
+            raise cancel.error()
         problem = sink.verdict()
         if problem:
             raise DumpFailed(f"{engine.name}: {problem}", ExitCode.DATA)
@@ -255,6 +274,9 @@ def _locked_run(plan: PlanConfig, storage: Storage, metrics: BackupMetrics | Non
         if not isinstance(exc, Exception):
             raise  # KeyboardInterrupt/SystemExit keep propagating after cleanup
         return outcome
+    finally:
+        if timer is not None:
+            timer.cancel()
     outcome = RunOutcome(plan.name, status.SUCCESS, 0, f"stored {name}", started, finished_at.timestamp(),
                          name=name, size=sink.size, sha256=sink.sha256.hexdigest(), engine=info.engine)
     _record(storage, status_key, plan.name, outcome, metrics, log)

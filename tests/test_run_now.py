@@ -346,3 +346,22 @@ def test_two_runs_in_the_same_second_keep_both_backups_in_order(tmp_path: Path) 
     assert first.name == "main/2026-11-27T03-00-00Z.archive.gz"
     assert second.name == "main/2026-11-27T03-00-01Z.archive.gz"
     assert [b.name for b in storage.list_backups("main")] == [first.name, second.name]
+
+
+def test_a_run_over_the_plans_timeout_is_stopped_recorded_as_a_failure_and_commits_nothing(
+        tmp_path: Path, azure_connection_string: str, container: str) -> None:
+    record = tmp_path / "record.jsonl"
+    env = env_for("mongodb://127.0.0.1:1/", azure_connection_string, container, BACKUP_ENGINE="mongodump",
+                  BACKUP_MONGODUMP_PATH=FAKE_MONGODUMP, FAKE_MONGODUMP_MODE="slow", BACKUP_TIMEOUT="2s",
+                  FAKE_MONGODUMP_RECORD=str(record))
+    started = time.monotonic()
+    result = backupctl(["run-now"], env)
+    assert result.returncode == 124, result.stderr
+    assert time.monotonic() - started < 30
+    assert "exceeded the plan's timeout of 2 s" in result.stderr
+    lines = [json.loads(line) for line in record.read_text().splitlines()]
+    for pid in (lines[0]["pid"], next(x["grandchild"] for x in lines if "grandchild" in x)):
+        assert not _alive(pid)
+    assert archives(azure_connection_string, container) == []
+    attempt = stored_status(azure_connection_string, container)["last_attempt"]
+    assert attempt["result"] == "failure" and attempt["exit_code"] == 124
