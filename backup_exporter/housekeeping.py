@@ -93,12 +93,8 @@ def run_restore_check(plan: PlanConfig, storage: Storage, metrics: BackupMetrics
     key = naming.status_name(plan.prefix, plan.name)
     verdict = {"time": now, "success": ok, "message": message}
 
-    def with_verdict(current: status.PlanStatus) -> status.PlanStatus:
-        current.restore_check = verdict
-        return current
-
     try:
-        status.update(storage, key, plan.name, with_verdict)
+        status.save_restore_check(storage, key, verdict)
     except BackupError as exc:
         log.warning("could not record the restore check of plan %s: %s", plan.name, exc.message)
     if metrics is not None:

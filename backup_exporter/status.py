@@ -51,7 +51,10 @@ class PlanStatus:
             restore_check=dict(self.restore_check))
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self), sort_keys=True, indent=1).encode()
+        """Return the record of runs; the restore-check verdict lives in its own object (see load)."""
+        data = asdict(self)
+        data.pop("restore_check")
+        return json.dumps(data, sort_keys=True, indent=1).encode()
 
     @classmethod
     def from_json(cls, plan: str, data: bytes | None) -> PlanStatus:
@@ -71,20 +74,44 @@ class PlanStatus:
             raise StorageError(f"status record of plan '{plan}' is unreadable: {exc}") from None
 
 
+def restore_check_name(status_name: str) -> str:
+    """Return the object beside `status_name` that holds the plan's last restore-check verdict.
+
+    Backups (under the plan's lock) and restore drills (without it: a drill must not wait hours for a
+    backup) write different objects, so neither can overwrite what the other recorded, across processes too.
+    """
+    return status_name.rsplit("/", 1)[0] + "/_restore_check.json" if "/" in status_name else "_restore_check.json"
+
+
 def load(storage: Storage, name: str, plan: str) -> PlanStatus:
-    """Return the plan's stored status (empty when none). Raises StorageError naming the object when it is
-    unreadable, so the operator knows which file to inspect or delete."""
+    """Return the plan's stored status (empty when none), with its restore-check verdict. Raises StorageError
+    naming the object when it is unreadable, so the operator knows which file to inspect or delete."""
     data = storage.read_status(name)
     try:
-        return PlanStatus.from_json(plan, data)
+        record = PlanStatus.from_json(plan, data)
     except StorageError as exc:
         raise StorageError(f"{exc.message} ({name} in {storage.describe()})") from None
+    check_name = restore_check_name(name)
+    check = storage.read_status(check_name)
+    if check:
+        try:
+            verdict = json.loads(check)
+            if not isinstance(verdict, dict):
+                raise TypeError(f"expected a JSON object, got {type(verdict).__name__}")
+        except (ValueError, TypeError) as exc:
+            raise StorageError(f"restore-check record of plan '{plan}' is unreadable: {exc} "
+                               f"({check_name} in {storage.describe()})") from None
+        record.restore_check = verdict
+    return record
 
 
-# Runs and restore drills of one plan both rewrite its record; without this a drill finishing while a run
-# records could write back the last_success it read before the run committed, hiding that backup. Only
-# writers in this process are serialised; a drill here racing a run-now in another process is not (the
-# storage interface has no compare-and-swap), but the daemon runs both for its own plans.
+def save_restore_check(storage: Storage, status_name: str, verdict: dict[str, Any]) -> None:
+    """Store the plan's latest restore-check verdict beside its status. Raises StorageError."""
+    storage.write_status(restore_check_name(status_name), json.dumps(verdict, sort_keys=True).encode())
+
+
+# Only runs rewrite the record, and they hold the plan's storage lock while they do, which serialises
+# writers across processes; this lock adds the same guarantee for callers in one process that do not.
 _update_locks: dict[str, threading.Lock] = {}
 _update_locks_guard = threading.Lock()
 

@@ -105,7 +105,8 @@ def test_status_shows_last_success_age_exit_code_next_run_and_the_lock_holder(
 
 
 def test_a_restore_verdict_recorded_while_a_run_records_keeps_both(tmp_path: Path) -> None:
-    """The drill and a run of one plan both rewrite _status.json; neither may drop the other's update."""
+    """A drill (no plan lock) and a run (under it) record into separate objects: neither can drop the
+    other's update, whichever process each runs in."""
     storage = LocalStorage(tmp_path)
     key = "main/_status.json"
     success = status.Attempt(started=1000.0, finished=1010.0, exit_code=0, result=status.SUCCESS, name="b", size=5)
@@ -116,18 +117,17 @@ def test_a_restore_verdict_recorded_while_a_run_records_keeps_both(tmp_path: Pat
         time.sleep(0.5)  # the drill's verdict arrives between this run's read and its write
         return current.recorded(success)
 
-    def record_verdict(current: status.PlanStatus) -> status.PlanStatus:
-        current.restore_check = {"time": 2000.0, "success": True, "message": "ok"}
-        return current
-
     run = threading.Thread(target=status.update, args=(storage, key, "main", record_run))
     run.start()
     assert run_is_recording.wait(5)
-    status.update(storage, key, "main", record_verdict)
+    status.save_restore_check(LocalStorage(tmp_path), key, {"time": 2000.0, "success": True, "message": "ok"})
     run.join(5)
     final = status.load(storage, key, "main")
     assert final.last_success == success
     assert final.restore_check["success"] is True
+    # A later run rewrites its record without touching the verdict.
+    status.update(storage, key, "main", lambda current: current.recorded(success))
+    assert status.load(storage, key, "main").restore_check["time"] == 2000.0
 
 
 def test_an_unreadable_status_record_names_the_object_and_the_storage(tmp_path: Path) -> None:
