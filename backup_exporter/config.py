@@ -28,6 +28,10 @@ DEFAULT_SCHEDULE = "0 */6 * * *"
 DEFAULT_MAX_AGE_SECONDS = 8 * 3600
 PLAN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 ENGINES = ("auto", "mongodump", "native")
+PLAN_KEYS = frozenset({
+    "mongodb_uri", "schedule", "timezone", "prefix", "engine", "mongodump_path", "mongodump_args", "include",
+    "exclude", "max_age", "connect_timeout", "timeout", "retention", "restore_check",
+})
 _INTERP_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -355,6 +359,7 @@ def _plan(name: str, section: _Section, defaults: dict[str, Any]) -> PlanConfig 
         if arg.split("=", 1)[0] in ("--uri", "--password", "-p", "--archive", "--out", "-o", "--config"):
             section.error(f"'{arg.split('=', 1)[0]}' is managed by backupctl and may not be set here",
                           "mongodump_args")
+    assert section.seen >= PLAN_KEYS, "PLAN_KEYS is out of date"
     section.finish()
     return plan
 
@@ -440,7 +445,10 @@ def from_mapping(raw: Any, env: Mapping[str, str], source: str) -> Config:
     log_format = top.get("log_format", str, "text")
     if log_format not in ("text", "json"):
         top.error(f"'{log_format}' is not a log format (choose text or json)", "log_format")
-    defaults = top.get("defaults", dict, {})
+    defaults = dict(top.get("defaults", dict, {}))
+    for key in sorted(set(defaults) - PLAN_KEYS, key=str):
+        errors.append(f"At 'defaults.{key}': unknown key (known keys: {', '.join(sorted(PLAN_KEYS))})")
+        del defaults[key]  # reported once here, not again at every plan
     plans_section = top.section("plans")
     plans: dict[str, PlanConfig] = {}
     if not plans_section.raw:

@@ -240,3 +240,17 @@ def test_a_bad_plan_name_from_the_environment_names_backup_plan() -> None:
     with pytest.raises(ConfigError, match=r"^environment: BACKUP_PLAN: plan names use letters"):
         config.from_environment({"MONGODB_URI": "mongodb://db/", "BACKUP_LOCAL_DIR": "/b",
                                  "BACKUP_PLAN": "bad name!"})
+
+
+def test_an_unknown_key_under_defaults_is_reported_once_at_its_own_path(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+storage: {type: local, path: /b}
+defaults: {prefx: prod}
+plans:
+  a: {mongodb_uri: "mongodb://h/"}
+  b: {mongodb_uri: "mongodb://h/"}
+""")
+    with pytest.raises(ConfigError) as raised:
+        config.load_file(path, {})
+    assert len(raised.value.errors) == 1
+    assert "At 'defaults.prefx': unknown key" in raised.value.errors[0]
