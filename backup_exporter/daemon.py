@@ -17,6 +17,7 @@ from backup_exporter import housekeeping
 from backup_exporter.config import Config, parse_listen
 from backup_exporter.errors import BackupError, ExitCode, UsageError
 from backup_exporter.http_server import MetricsServer, Unavailable
+from backup_exporter.logs import event, plan_logger
 from backup_exporter.metrics import BackupMetrics
 from backup_exporter.scheduler import PlanScheduler, SchedulerClosed, missed_runs
 from backup_exporter.storage.base import Storage
@@ -146,6 +147,12 @@ def cmd_daemon(args: argparse.Namespace, cfg: Config) -> int:
     daemon.start()
     log.info("daemon started: %d plan(s) (%s), storage %s, metrics at http://%s:%d/metrics",
              len(cfg.plans), ", ".join(cfg.plans), storage.describe(), host, server.port)
+    now = datetime.now(UTC)
+    for plan in cfg.plans.values():
+        upcoming = plan.schedule.next_runs(now, 1)
+        event(plan_logger(__name__, plan.name), logging.INFO, "scheduled", "schedule '%s' (%s), next run %s",
+              plan.schedule.expression, plan.schedule.timezone.key,
+              upcoming[0].strftime("%Y-%m-%dT%H:%M:%SZ") if upcoming else "never")
     while not stop.wait(1):
         pass
     log.info("received %s: stopping (grace period %.0f s)", signal.Signals(received[0]).name,

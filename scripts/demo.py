@@ -79,7 +79,13 @@ plans:
         daemon = subprocess.Popen([sys.executable, "-m", "backup_exporter.cli", "daemon", "--config", str(config)],
                                   env=env)
         base = f"http://127.0.0.1:{args.port}"
-        servers.wait_until(lambda: servers.http_ok(f"{base}/healthz"), 30, "the daemon")
+        deadline = time.monotonic() + 30
+        while not servers.http_ok(f"{base}/healthz"):
+            if daemon.poll() is not None or time.monotonic() > deadline:
+                print(f"demo: the daemon did not start (see the line above); if port {args.port} is taken, "
+                      "run scripts/demo --port PORT", file=sys.stderr)
+                return 1
+            time.sleep(0.2)
         print(f"""
 ==> the daemon is running: plan 'demo' backs up every minute into Azurite
     metrics:     {base}/metrics
