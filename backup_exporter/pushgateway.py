@@ -24,12 +24,10 @@ from __future__ import annotations
 import argparse
 import base64
 import logging
-import os
 import re
 import socket
 import ssl
 import sys
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -44,6 +42,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from backup_exporter import naming, status
 from backup_exporter.config import PlanConfig, PushConfig
 from backup_exporter.errors import BackupError, ExitCode, PushFailed, UsageError
+from backup_exporter.files import write_atomically
 from backup_exporter.logs import event, plan_logger, redact
 from backup_exporter.metrics import BackupMetrics
 from backup_exporter.runner import RunOutcome
@@ -290,41 +289,12 @@ def _safe_url(url: str) -> str:
 # --- textfile ---------------------------------------------------------------------------------------------
 
 def write_textfile(path: str, registry: CollectorRegistry) -> None:
-    """Write the registry for node_exporter's textfile collector atomically (temporary file + rename in the
-    same directory, which the collector ignores because its name does not end in .prom). Raises PushFailed."""
-    target = Path(path)
-    tmp: str | None = None
+    """Write the registry for node_exporter's textfile collector atomically (the temporary file's name does
+    not end in .prom, so the collector ignores it). Raises PushFailed."""
     try:
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            f.write(generate_latest(registry))
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-        tmp = None
-        _fsync_dir(target.parent)
+        write_atomically(Path(path), generate_latest(registry), mode=0o644)
     except OSError as exc:
         raise PushFailed(f"cannot write textfile {path}: {exc.strerror or exc}") from None
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def previous_success(path: str, plan: str) -> dict[str, float]:

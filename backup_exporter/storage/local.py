@@ -19,17 +19,20 @@ import errno
 import fcntl
 import json
 import os
-import secrets
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from backup_exporter.errors import LockHeld, StorageError
+from backup_exporter.files import PARTIAL_MARKER
+from backup_exporter.files import fsync_dir as _fsync_dir
+from backup_exporter.files import temp_path as _temp_path
+from backup_exporter.files import write_atomically as _write_atomically
 from backup_exporter.storage.base import ARCHIVE_SUFFIX, LOCK_NAME, BackupInfo
 
 META_SUFFIX = ".meta.json"
-_PARTIAL = ".partial-"
+_PARTIAL = PARTIAL_MARKER
 
 
 def _oserror(what: str, exc: OSError) -> StorageError:
@@ -44,36 +47,6 @@ def lock_subject(name: str) -> str:
     if path.name == LOCK_NAME and str(path.parent) not in ("", "."):
         return f"plan '{path.parent}'"
     return f"lock '{name}'"
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Flush a directory entry change (a rename or unlink) to disk; raises OSError."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _temp_path(final: Path) -> Path:
-    """Return a fresh hidden temporary path next to `final` (same directory, so rename is atomic)."""
-    return final.with_name(f".{final.name}{_PARTIAL}{os.getpid()}-{secrets.token_hex(4)}")
-
-
-def _write_atomically(final: Path, data: bytes) -> None:
-    """Replace `final` with `data`: temp file, fsync, rename, fsync directory. Raises OSError."""
-    temp = _temp_path(final)
-    try:
-        with open(temp, "xb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, final)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            temp.unlink()
-        raise
-    _fsync_dir(final.parent)
 
 
 class LocalUpload:
