@@ -28,16 +28,23 @@ def config(tmp_path: Path, container: str, prefix: str, retention: str = "") -> 
     return native_azure_config(tmp_path / "backup.yml", container, prefix, retention)
 
 
+def backed_up(tmp_path: Path, container: str, prefix: str, mongo_uri: str,
+              connection_string: str) -> tuple[Path, dict[str, str], str]:
+    """Make one native backup with `backupctl run-now`; return (config, environment, backup name).
+    The environment also holds RESTORE_URI (the same server) for `restore --to env:RESTORE_URI`."""
+    cfg = config(tmp_path, container, prefix)
+    env = base_env(AZURE_STORAGE_CONNECTION_STRING=connection_string, MONGODB_URI=mongo_uri,
+                   RESTORE_URI=mongo_uri)
+    made = backupctl(["run-now", "--config", str(cfg)], env)
+    assert made.returncode == 0, made.stderr
+    return cfg, env, made.stdout.split("\t")[0]
+
+
 def test_backup_list_verify_restore_round_trip_keeps_every_document_and_index(
         tmp_path: Path, source: tuple[str, dict[str, int]], mongo_uri: str,
         mongo_client: MongoClient, azure_connection_string: str, container: str) -> None:  # type: ignore[type-arg]
     prefix, counts = source
-    cfg = config(tmp_path, container, prefix)
-    env = base_env(AZURE_STORAGE_CONNECTION_STRING=azure_connection_string, MONGODB_URI=mongo_uri,
-                   RESTORE_URI=mongo_uri)
-    made = backupctl(["run-now", "--config", str(cfg)], env)
-    assert made.returncode == 0, made.stderr
-    name = made.stdout.split("\t")[0]
+    cfg, env, name = backed_up(tmp_path, container, prefix, mongo_uri, azure_connection_string)
 
     listed = backupctl(["list", "--config", str(cfg), "--json"], env)
     assert listed.returncode == 0, listed.stderr
@@ -80,12 +87,7 @@ def test_a_corrupted_blob_fails_verify_and_restore(
         tmp_path: Path, source: tuple[str, dict[str, int]], mongo_uri: str,
         azure_connection_string: str, container: str) -> None:
     prefix, _ = source
-    cfg = config(tmp_path, container, prefix)
-    env = base_env(AZURE_STORAGE_CONNECTION_STRING=azure_connection_string, MONGODB_URI=mongo_uri,
-                   RESTORE_URI=mongo_uri)
-    made = backupctl(["run-now", "--config", str(cfg)], env)
-    assert made.returncode == 0, made.stderr
-    name = made.stdout.split("\t")[0]
+    cfg, env, name = backed_up(tmp_path, container, prefix, mongo_uri, azure_connection_string)
     client = ContainerClient.from_connection_string(azure_connection_string, container)
     blob = client.get_blob_client(name)
     props = blob.get_blob_properties()
