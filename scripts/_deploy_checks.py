@@ -496,7 +496,7 @@ def check_configs() -> int:
     sys.path.insert(0, str(REPO))
     # The project's own configuration code, imported only for this check.
     from backup_exporter import config
-    from backup_exporter.errors import ConfigError
+    from backup_exporter.core.errors import ConfigError
 
     problem = Problems()
     checked = 0

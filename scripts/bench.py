@@ -51,7 +51,8 @@ from backup_exporter import __version__  # noqa: E402
 from backup_exporter import config as config_module  # noqa: E402
 from backup_exporter.config import StorageConfig  # noqa: E402
 from backup_exporter.engines.native import NativeEngine  # noqa: E402
-from backup_exporter.runner import CancelToken, run_backup  # noqa: E402
+from backup_exporter.core.cancel import CancelToken  # noqa: E402
+from backup_exporter.operations.run import run_backup  # noqa: E402
 from backup_exporter.storage.factory import open_storage  # noqa: E402
 from tests import servers  # noqa: E402
 
@@ -258,7 +259,7 @@ class Bench:
 
     def backupctl(self, *args: str, log_name: str) -> subprocess.Popen[bytes]:
         with open(self.work / "logs" / log_name, "wb") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "backup_exporter.cli", *args], env=self.env,
+            proc = subprocess.Popen([sys.executable, "-m", "backup_exporter.cli.main", *args], env=self.env,
                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self.children.append(proc)
         return proc

@@ -14,7 +14,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from backup_exporter.restore_native import restore_archive  # noqa: E402
+from backup_exporter.restore.native import restore_archive  # noqa: E402
 from tests import servers  # noqa: E402
 
 SAMPLE = REPO / "tests" / "data" / "mongodump-100.8.0-sample.archive.gz"
@@ -76,7 +76,7 @@ plans:
 """)
         env = {**os.environ, "DEMO_AZURE_CONNECTION_STRING": azurite.extra["connection_string"],
                "DEMO_MONGODB_URI": uri}
-        daemon = subprocess.Popen([sys.executable, "-m", "backup_exporter.cli", "daemon", "--config", str(config)],
+        daemon = subprocess.Popen([sys.executable, "-m", "backup_exporter.cli.main", "daemon", "--config", str(config)],
                                   env=env)
         base = f"http://127.0.0.1:{args.port}"
         deadline = time.monotonic() + 30

@@ -22,12 +22,12 @@ def base_env(**overrides: str) -> dict[str, str]:
 
 def backupctl(args: Sequence[str], env: Mapping[str, str], timeout: float = 120,
               input_text: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "backup_exporter.cli", *args], env=dict(env), text=True,
+    return subprocess.run([sys.executable, "-m", "backup_exporter.cli.main", *args], env=dict(env), text=True,
                           capture_output=True, timeout=timeout, input=input_text)
 
 
 def start_backupctl(args: Sequence[str], env: Mapping[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "backup_exporter.cli", *args], env=dict(env), text=True,
+    return subprocess.Popen([sys.executable, "-m", "backup_exporter.cli.main", *args], env=dict(env), text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 

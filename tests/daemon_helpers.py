@@ -65,7 +65,7 @@ def start_daemon(config: Path, env: Mapping[str, str], log_dir: Path, port: int 
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"daemon-{port}.log"
     log = open(log_path, "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "backup_exporter.cli", "daemon", "--config", str(config),
+    proc = subprocess.Popen([sys.executable, "-m", "backup_exporter.cli.main", "daemon", "--config", str(config),
                              "--listen", f"127.0.0.1:{port}"], env=dict(env), stdout=log, stderr=subprocess.STDOUT)
     daemon = DaemonProcess(proc, port, log_path)
     try:

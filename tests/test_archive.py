@@ -31,7 +31,7 @@ from backup_exporter.archive import (
     to_signed64,
     verify_archive,
 )
-from backup_exporter.errors import ArchiveError
+from backup_exporter.core.errors import ArchiveError
 
 INDEX_FIELDS = ("key", "name", "unique", "expireAfterSeconds", "partialFilterExpression")
 

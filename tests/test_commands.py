@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import yaml
 
-from backup_exporter import commands
+from backup_exporter.core import argv as commands
 
 URI = "mongodb://dbuser:S3cr3t%40x@db-0.example.net:27017,db-1.example.net:27017/?replicaSet=rs0&authSource=admin"
 

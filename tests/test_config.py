@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from backup_exporter import config
-from backup_exporter.errors import ConfigError
+from backup_exporter.core.errors import ConfigError
 from tests.cli_helpers import backupctl, base_env
 
 CONN = "DefaultEndpointsProtocol=https;AccountName=acme;AccountKey=c2VjcmV0LWtleQ==;EndpointSuffix=core.windows.net"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from backup_exporter.status import Attempt, PlanStatus
+from backup_exporter.core.status import Attempt, PlanStatus
 from backup_exporter.storage.local import LocalStorage
 from tests import servers
 from tests.cli_helpers import FAKE_MONGODUMP, backupctl, base_env

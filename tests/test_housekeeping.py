@@ -15,10 +15,12 @@ from prometheus_client import CollectorRegistry
 from pymongo import MongoClient
 
 from backup_exporter import config as config_module
-from backup_exporter import housekeeping, status
-from backup_exporter.errors import StorageError
-from backup_exporter.metrics import BackupMetrics
-from backup_exporter.runner import run_backup
+from backup_exporter.core import status
+from backup_exporter.core.errors import StorageError
+from backup_exporter.operations import housekeeping
+from backup_exporter.operations.run import run_backup
+from backup_exporter.repository import records
+from backup_exporter.serve.metrics import BackupMetrics
 from backup_exporter.storage.azure import AzureStorage
 from backup_exporter.storage.local import LocalStorage
 from tests import dataset, servers
@@ -50,7 +52,7 @@ def test_the_restore_drill_restores_the_newest_backup_and_records_its_verdict(
         assert housekeeping.run_restore_check(plan, storage, metrics) is True
         assert registry.get_sample_value("backup_last_restore_check_success", {"plan": "main"}) == 1
         assert (registry.get_sample_value("backup_last_restore_check_timestamp_seconds", {"plan": "main"}) or 0) > 0
-        recorded = status.load(storage, "main/_status.json", "main")
+        recorded = records.load(storage, "main/_status.json", "main")
         assert recorded.restore_check["success"] is True
         assert recorded.last_success is not None  # the drill never touches the backup record
         target: MongoClient = MongoClient(scratch)  # type: ignore[type-arg]
@@ -77,7 +79,7 @@ def test_a_restore_drill_without_any_backup_fails_and_says_so(scratch: str, azur
     metrics = BackupMetrics(registry, ["main"])
     assert housekeeping.run_restore_check(cfg.plans["main"], storage, metrics) is False
     assert registry.get_sample_value("backup_last_restore_check_success", {"plan": "main"}) == 0
-    assert "has no backup" in status.load(storage, "main/_status.json", "main").restore_check["message"]
+    assert "has no backup" in records.load(storage, "main/_status.json", "main").restore_check["message"]
     storage.close()
 
 
@@ -120,14 +122,14 @@ def test_a_restore_verdict_recorded_while_a_run_records_keeps_both(tmp_path: Pat
     run = threading.Thread(target=status.update, args=(storage, key, "main", record_run))
     run.start()
     assert run_is_recording.wait(5)
-    status.save_restore_check(LocalStorage(tmp_path), key, {"time": 2000.0, "success": True, "message": "ok"})
+    records.save_restore_check(LocalStorage(tmp_path), key, {"time": 2000.0, "success": True, "message": "ok"})
     run.join(5)
-    final = status.load(storage, key, "main")
+    final = records.load(storage, key, "main")
     assert final.last_success == success
     assert final.restore_check["success"] is True
     # A later run rewrites its record without touching the verdict.
-    status.update(storage, key, "main", lambda current: current.recorded(success))
-    assert status.load(storage, key, "main").restore_check["time"] == 2000.0
+    records.update(storage, key, "main", lambda current: current.recorded(success))
+    assert records.load(storage, key, "main").restore_check["time"] == 2000.0
 
 
 def test_an_unreadable_status_record_names_the_object_and_the_storage(tmp_path: Path) -> None:
@@ -135,7 +137,7 @@ def test_an_unreadable_status_record_names_the_object_and_the_storage(tmp_path: 
     storage.write_status("main/_status.json", b"[1, 2]")
     with pytest.raises(StorageError, match=r"status record of plan 'main' is unreadable: expected a JSON object, "
                                            r"got list \(main/_status\.json in file://"):
-        status.load(storage, "main/_status.json", "main")
+        records.load(storage, "main/_status.json", "main")
 
 
 def test_a_restore_drill_stopped_by_shutdown_records_nothing(scratch: str, azure_connection_string: str,
@@ -156,6 +158,6 @@ def test_a_restore_drill_stopped_by_shutdown_records_nothing(scratch: str, azure
     registry = CollectorRegistry()
     metrics = BackupMetrics(registry, ["main"])
     assert housekeeping.run_restore_check(plan, storage, metrics, stopping) is False
-    assert status.load(storage, "main/_status.json", "main").restore_check == {}
+    assert records.load(storage, "main/_status.json", "main").restore_check == {}
     assert registry.get_sample_value("backup_last_restore_check_timestamp_seconds", {"plan": "main"}) == 0
     storage.close()

@@ -22,7 +22,6 @@ from azure.storage.blob import BlobServiceClient
 from bson import encode
 from pymongo import MongoClient
 
-from backup_exporter import naming
 from backup_exporter.archive import (
     ArchiveHeader,
     ArchiveWriter,
@@ -31,11 +30,13 @@ from backup_exporter.archive import (
     GzipStreamWriter,
     iter_archive,
 )
-from backup_exporter.commands import mongorestore_argv
-from backup_exporter.commands import tool_config as mongorestore_config
+from backup_exporter.core import naming
+from backup_exporter.core.argv import mongorestore_argv
+from backup_exporter.core.argv import tool_config as mongorestore_config
+from backup_exporter.core.errors import ArchiveError, BackupError, ExitCode, Interrupted, StorageError, UsageError
+from backup_exporter.core.retention import Candidate, RetentionPolicy, decide
 from backup_exporter.engines.native import NativeEngine
-from backup_exporter.errors import ArchiveError, BackupError, ExitCode, Interrupted, StorageError, UsageError
-from backup_exporter.lifecycle import (
+from backup_exporter.operations.lifecycle import (
     list_backups,
     prune,
     restore,
@@ -43,8 +44,7 @@ from backup_exporter.lifecycle import (
     target_namespace,
     verify_backup,
 )
-from backup_exporter.restore_native import RestoreFailed
-from backup_exporter.retention import Candidate, RetentionPolicy, decide
+from backup_exporter.restore.native import RestoreFailed
 from backup_exporter.storage.azure import AzureStorage
 from backup_exporter.storage.base import BackupInfo, Storage
 from backup_exporter.storage.local import LocalStorage

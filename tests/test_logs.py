@@ -14,7 +14,7 @@ SECRETS = ("Mongo-Pa55", "Push-Pa55", "QUNDT1VOVEtFWQ==", "sv2020sig", "Bearer-T
 # Every line comes from a library logger, not ours: the filter must catch what nobody scrubbed.
 PROGRAM = textwrap.dedent("""
     import logging, sys
-    from backup_exporter import logs
+    from backup_exporter.system import logs
     logs.setup(sys.argv[1])
     lib = logging.getLogger("some.library")
     lib.warning("connecting to %s", "mongodb://backup:Mongo-Pa55@db-0:27017/?authSource=admin")

@@ -23,9 +23,7 @@ from pymongo import ASCENDING, DESCENDING, MongoClient
 
 from backup_exporter import __version__
 from backup_exporter.archive import CollectionMeta, Document, NamespaceEnd, iter_archive, verify_archive
-from backup_exporter.engines.mongodump import MongodumpEngine
-from backup_exporter.engines.native import NativeEngine, render_hosts, scrub
-from backup_exporter.errors import (
+from backup_exporter.core.errors import (
     AuthenticationFailed,
     ConfigError,
     DumpFailed,
@@ -33,6 +31,10 @@ from backup_exporter.errors import (
     Interrupted,
     SourceUnavailable,
 )
+from backup_exporter.engines.mongodump import MongodumpEngine
+from backup_exporter.engines.native import NativeEngine
+from backup_exporter.mongo.errors import scrub
+from backup_exporter.mongo.uri import render_hosts
 from tests import servers
 
 RAW = CodecOptions(document_class=RawBSONDocument)

@@ -16,9 +16,9 @@ from bson.raw_bson import RawBSONDocument
 from pymongo import MongoClient
 
 from backup_exporter.archive import TERMINATOR
+from backup_exporter.core.errors import ArchiveError, Interrupted, SourceUnavailable, UsageError
 from backup_exporter.engines.native import NativeEngine
-from backup_exporter.errors import ArchiveError, Interrupted, SourceUnavailable, UsageError
-from backup_exporter.restore_native import RestoreArchiveError, restore_archive
+from backup_exporter.restore.native import RestoreArchiveError, restore_archive
 from tests import servers
 from tests.test_archive import index_view, manifest_view
 from tests.test_native_engine import (
@@ -202,7 +202,7 @@ def test_cancel_set_mid_archive_interrupts_a_dry_run_between_batches(golden_arch
 
 
 def test_native_renames_understand_both_mongorestore_pattern_forms() -> None:
-    from backup_exporter.restore_native import NamespaceMap
+    from backup_exporter.mongo.namespaces import NamespaceMap
 
     stars = NamespaceMap.build(ns_from=["shop.*"], ns_to=["shop_copy.*"])
     assert stars.target("shop.users") == ("shop_copy", "users")

@@ -1,5 +1,5 @@
 """Retention decisions over generated histories with a fake clock; every expectation is computed
-independently of backup_exporter.retention (group-by-period oracles) or written out by hand."""
+independently of backup_exporter.core.retention (group-by-period oracles) or written out by hand."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from backup_exporter.retention import (
+from backup_exporter.core.retention import (
     NEWEST_REASON,
     NOT_KEPT_REASON,
     Candidate,

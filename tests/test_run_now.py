@@ -264,7 +264,7 @@ def test_on_a_terminal_run_now_shows_live_progress(tmp_path: Path) -> None:
                    BACKUP_ENGINE="mongodump", BACKUP_MONGODUMP_PATH=FAKE_MONGODUMP, FAKE_MONGODUMP_MODE="sleepy",
                    FAKE_MONGODUMP_SECONDS="2")
     leader, follower = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "backup_exporter.cli", "run-now"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "backup_exporter.cli.main", "run-now"], env=env,
                             stdout=subprocess.PIPE, stderr=follower, stdin=subprocess.DEVNULL)
     os.close(follower)
     seen = b""
@@ -298,8 +298,8 @@ def test_a_crashing_after_backup_step_does_not_turn_a_stored_backup_into_a_failu
     from prometheus_client import CollectorRegistry
 
     from backup_exporter import config as config_module
-    from backup_exporter.metrics import BackupMetrics
-    from backup_exporter.runner import RunOutcome, run_backup
+    from backup_exporter.operations.run import RunOutcome, run_backup
+    from backup_exporter.serve.metrics import BackupMetrics
     from backup_exporter.storage.local import LocalStorage
 
     cfg = config_module.from_mapping({
@@ -325,7 +325,7 @@ def test_two_runs_in_the_same_second_keep_both_backups_in_order(tmp_path: Path) 
     from datetime import UTC, datetime
 
     from backup_exporter import config as config_module
-    from backup_exporter.runner import run_backup
+    from backup_exporter.operations.run import run_backup
     from backup_exporter.storage.local import LocalStorage
 
     store = tmp_path / "store"

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from backup_exporter.schedule import CronError, parse_cron
+from backup_exporter.core.schedule import CronError, parse_cron
 
 NOW = datetime(2026, 11, 27, 13, 7, 30, tzinfo=UTC)  # a Friday
 

@@ -20,7 +20,7 @@ from azure.storage.blob import (
     generate_container_sas,
 )
 
-from backup_exporter.errors import AuthenticationFailed, ConfigError, ExitCode, LockHeld, StorageError
+from backup_exporter.core.errors import AuthenticationFailed, ConfigError, ExitCode, LockHeld, StorageError
 from backup_exporter.storage.azure import AzureStorage, batch_unsupported
 from backup_exporter.storage.base import Storage
 from tests import servers

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from backup_exporter.errors import ExitCode, LockHeld, StorageError
+from backup_exporter.core.errors import ExitCode, LockHeld, StorageError
 from backup_exporter.storage.base import ARCHIVE_SUFFIX, Storage
 from backup_exporter.storage.local import LocalStorage
 

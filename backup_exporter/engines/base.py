@@ -6,6 +6,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import Protocol
 
+# Prefix of the last stderr line a child dump engine prints on success: a JSON report of what it dumped.
+DUMP_INFO_MARKER = "backup_exporter-dump-info "
+
 
 class Sink(Protocol):
     """Where an engine writes the gzip-compressed archive bytes as it produces them."""

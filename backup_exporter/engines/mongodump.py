@@ -6,7 +6,7 @@ import re
 import subprocess
 from collections.abc import Sequence
 
-from backup_exporter import commands
+from backup_exporter.core import argv as commands
 from backup_exporter.engines.process import ProcessEngine
 
 

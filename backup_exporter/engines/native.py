@@ -6,140 +6,40 @@ archive holds exactly what the server stored and restores byte-for-byte.
 
 from __future__ import annotations
 
-import fnmatch
+import argparse
+import json
 import signal
+import sys
 import threading
-import urllib.parse
 from collections.abc import Iterator, Sequence
 from typing import Any, cast
 
+import yaml
 from bson.binary import Binary
 from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
 from pymongo import MongoClient
 from pymongo.errors import (
-    ConfigurationError,
-    ConnectionFailure,
-    OperationFailure,
     PyMongoError,
 )
-from pymongo.uri_parser import parse_uri
 
 from backup_exporter import __version__
 from backup_exporter.archive import ArchiveHeader, ArchiveWriter, CollectionMeta, GzipStreamWriter
-from backup_exporter.engines.base import DumpInfo, Sink
-from backup_exporter.errors import (
-    AuthenticationFailed,
+from backup_exporter.core.cancel import interrupted
+from backup_exporter.core.errors import (
     BackupError,
-    ConfigError,
-    DumpFailed,
     ExitCode,
-    Interrupted,
-    SourceUnavailable,
 )
+from backup_exporter.engines.base import DUMP_INFO_MARKER, DumpInfo, Sink
+from backup_exporter.mongo.client import make_client
+from backup_exporter.mongo.errors import map_pymongo_error
+from backup_exporter.mongo.namespaces import ns_selected
+from backup_exporter.mongo.uri import render_hosts
 
 SYSTEM_DATABASES = frozenset({"admin", "local", "config"})
 AUTH_ERROR_CODES = frozenset({13, 18})  # Unauthorized, AuthenticationFailed
 CHUNK_SIZE = 1024 * 1024
 _MAX_MESSAGE = 400
-
-
-# ------------------------------------------------------------------------ URI and message helpers
-
-
-def _uri_parts(uri: str) -> tuple[list[str], list[str]]:
-    """Return (host:port list, secrets to hide) of a MongoDB URI without any network I/O.
-
-    pymongo's parse_uri normalises plain URIs; mongodb+srv URIs are split by hand because parse_uri would
-    resolve their DNS records.
-    """
-    secrets: list[str] = [uri]
-    rest = uri.split("://", 1)[1] if "://" in uri else uri
-    netloc = rest.split("/", 1)[0].split("?", 1)[0]
-    userinfo, _, hostpart = netloc.rpartition("@")
-    if ":" in userinfo:
-        password = userinfo.split(":", 1)[1]
-        if password:
-            secrets += [password, urllib.parse.unquote(password)]
-    hosts = [h for h in hostpart.split(",") if h]
-    if uri.startswith("mongodb://"):
-        try:
-            parsed = parse_uri(uri, validate=False)
-            hosts = [f"{host}:{port}" for host, port in parsed["nodelist"]]
-            if parsed.get("password"):
-                secrets.append(str(parsed["password"]))
-        except Exception:  # noqa: S110 - a bad URI keeps the hand-split hosts; the client will report it
-            pass
-    return hosts or ["unknown"], secrets
-
-
-def render_hosts(uri: str) -> str:
-    """Return the URI's hosts as comma-joined host:port, never credentials."""
-    return ",".join(_uri_parts(uri)[0])
-
-
-def scrub(text: str, uri: str) -> str:
-    """Return text with the URI and its password replaced by '***', on one line, shortened."""
-    for secret in sorted(set(_uri_parts(uri)[1]), key=len, reverse=True):
-        if secret:
-            text = text.replace(secret, "***")
-    text = " ".join(text.split())
-    return text if len(text) <= _MAX_MESSAGE else text[:_MAX_MESSAGE - 3] + "..."
-
-
-def describe_error(exc: BaseException, uri: str) -> str:
-    """Return a one-line, secret-free description of a pymongo error."""
-    text = str(exc)
-    # A server-selection timeout appends the whole topology description; the part before it says why.
-    text = text.split(", Timeout:", 1)[0]
-    if isinstance(exc, OperationFailure):
-        text = text.split(", full error:", 1)[0]
-        if exc.code is not None:
-            text = f"{text} (code {exc.code})"
-    return scrub(text, uri)
-
-
-def map_pymongo_error(exc: PyMongoError, uri: str, *, what: str, started: bool, hosts: str | None = None,
-                      failure: type[BackupError] = DumpFailed) -> BackupError:
-    """Return the project exception for a pymongo error.
-
-    Unreachable server -> SourceUnavailable before any data moved, DumpFailed(UNAVAILABLE) after;
-    authentication/authorisation failures -> AuthenticationFailed; a bad URI -> ConfigError; anything
-    else -> DumpFailed (DATA). `failure` replaces DumpFailed (the restorer passes RestoreFailed); `hosts`
-    replaces the hosts rendered from the URI.
-    """
-    hosts = hosts or render_hosts(uri)
-    detail = describe_error(exc, uri)
-    if isinstance(exc, ConnectionFailure):
-        if started:
-            return failure(f"lost connection to MongoDB at {hosts} while {what}: {detail}", ExitCode.UNAVAILABLE)
-        return SourceUnavailable(f"MongoDB at {hosts} is unreachable: {detail}")
-    if isinstance(exc, OperationFailure) and exc.code in AUTH_ERROR_CODES:
-        return AuthenticationFailed(f"MongoDB at {hosts} refused the credentials while {what}: {detail}")
-    if isinstance(exc, ConfigurationError):
-        return ConfigError([f"invalid MongoDB URI or client option: {detail}"])
-    return failure(f"MongoDB at {hosts} failed while {what}: {detail}")
-
-
-def make_client(uri: str, timeout_s: float, appname: str) -> MongoClient[dict[str, Any]]:
-    """Return a client that has not connected yet, with timeouts of timeout_s.
-
-    Raises ConfigError (secret-free) when the URI or an option in it is invalid.
-    """
-    timeout_ms = max(1, int(timeout_s * 1000))
-    try:
-        return MongoClient(uri, serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms,
-                           appname=appname, connect=False)
-    except (PyMongoError, ValueError, TypeError) as exc:
-        # pymongo reports some URI mistakes (a bad port) as plain ValueError.
-        raise ConfigError([f"invalid MongoDB URI or client option: {describe_error(exc, uri)}"]) from None
-
-
-def ns_selected(ns: str, include: Sequence[str], exclude: Sequence[str]) -> bool:
-    """Return whether "db.collection" passes the glob filters (no include = everything; exclude wins)."""
-    if include and not any(fnmatch.fnmatchcase(ns, pattern) for pattern in include):
-        return False
-    return not any(fnmatch.fnmatchcase(ns, pattern) for pattern in exclude)
 
 
 def _uuid_hex(info: Any) -> str | None:
@@ -148,12 +48,6 @@ def _uuid_hex(info: Any) -> str | None:
         return bytes(value).hex()
     hex_value = getattr(value, "hex", None)  # uuid.UUID when a uuidRepresentation is configured
     return hex_value if isinstance(hex_value, str) else None
-
-
-def interrupted(cancel: threading.Event) -> Interrupted:
-    """Return the Interrupted error for a set cancel event (its `signum` attribute when present)."""
-    # A runner may record which signal set the event; SIGTERM is what a stopping pod receives.
-    return Interrupted(int(getattr(cancel, "signum", signal.SIGTERM)))
 
 
 # ---------------------------------------------------------------------------------------- engine
@@ -268,14 +162,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     is 0 or the failure's documented code, and SIGTERM stops the dump (exit 143). The last stderr line of a
     success reports what was dumped, after DUMP_INFO_MARKER.
     """
-    import argparse
-    import json
-    import sys
-
-    import yaml
-
-    from backup_exporter.engines.process import DUMP_INFO_MARKER
-
     parser = argparse.ArgumentParser(prog="backup_exporter.engines.native")
     parser.add_argument("--config", required=True)
     parser.add_argument("--include", action="append", default=[])

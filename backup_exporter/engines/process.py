@@ -13,17 +13,16 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from backup_exporter import commands
-from backup_exporter.engines.base import DumpInfo, Sink
-from backup_exporter.engines.native import render_hosts
-from backup_exporter.errors import DumpFailed, Interrupted
-from backup_exporter.execute import Command, exit_code_of
+from backup_exporter.core import argv as commands
+from backup_exporter.core.errors import DumpFailed, Interrupted
+from backup_exporter.engines.base import DUMP_INFO_MARKER, DumpInfo, Sink
+from backup_exporter.mongo.uri import render_hosts
+from backup_exporter.system.execute import Command, exit_code_of
 
 log = logging.getLogger(__name__)
 
 READ_SIZE = 1 << 20
 # The native child reports what it dumped on its last stderr line, after this marker.
-DUMP_INFO_MARKER = "backup_exporter-dump-info "
 
 
 class ProcessEngine:

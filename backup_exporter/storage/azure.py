@@ -43,10 +43,10 @@ from azure.storage.blob import (
     ExponentialRetry,
 )
 
-from backup_exporter.errors import AuthenticationFailed, BackupError, ConfigError, LockHeld, StorageError
+from backup_exporter.core.errors import AuthenticationFailed, BackupError, ConfigError, LockHeld, StorageError
+from backup_exporter.core.naming import lock_subject
 from backup_exporter.storage.base import ARCHIVE_SUFFIX, BackupInfo
 from backup_exporter.storage.blocks import DEFAULT_BASE, DEFAULT_CAP, block_id, block_size_for
-from backup_exporter.storage.local import lock_subject
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-ARCHIVE_SUFFIX = ".archive.gz"
-STATUS_NAME = "_status.json"
-LOCK_NAME = "_lock"
+from backup_exporter.core.naming import ARCHIVE_SUFFIX, LOCK_NAME, STATUS_NAME
+
+__all__ = ["ARCHIVE_SUFFIX", "LOCK_NAME", "STATUS_NAME", "BackupInfo", "Storage", "Upload"]
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from backup_exporter.config import StorageConfig
+from backup_exporter.storage.azure import AzureStorage
 from backup_exporter.storage.base import Storage
+from backup_exporter.storage.local import LocalStorage
 
 
 def open_storage(cfg: StorageConfig) -> Storage:
@@ -11,12 +13,8 @@ def open_storage(cfg: StorageConfig) -> Storage:
 
     Raises ConfigError for missing or malformed credentials."""
     if cfg.type == "local":
-        from backup_exporter.storage.local import LocalStorage
-
         assert cfg.path is not None
         return LocalStorage(cfg.path)
-    from backup_exporter.storage.azure import AzureStorage
-
     return AzureStorage(cfg.container, connection_string=cfg.connection_string, account_url=cfg.account_url,
                         sas_token=cfg.sas_token, block_size=cfg.block_size, max_concurrency=cfg.max_concurrency,
                         create_container=cfg.create_container)

@@ -21,15 +21,16 @@ import json
 import os
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import IO, Any
 
-from backup_exporter.errors import LockHeld, StorageError
-from backup_exporter.files import PARTIAL_MARKER
-from backup_exporter.files import fsync_dir as _fsync_dir
-from backup_exporter.files import temp_path as _temp_path
-from backup_exporter.files import write_atomically as _write_atomically
-from backup_exporter.storage.base import ARCHIVE_SUFFIX, LOCK_NAME, BackupInfo
+from backup_exporter.core.errors import LockHeld, StorageError
+from backup_exporter.core.naming import lock_subject
+from backup_exporter.storage.base import ARCHIVE_SUFFIX, BackupInfo
+from backup_exporter.system.files import PARTIAL_MARKER
+from backup_exporter.system.files import fsync_dir as _fsync_dir
+from backup_exporter.system.files import temp_path as _temp_path
+from backup_exporter.system.files import write_atomically as _write_atomically
 
 META_SUFFIX = ".meta.json"
 _PARTIAL = PARTIAL_MARKER
@@ -39,14 +40,6 @@ def _oserror(what: str, exc: OSError) -> StorageError:
     """Return a one-line StorageError for an OSError met while doing `what`."""
     reason = exc.strerror or type(exc).__name__
     return StorageError(f"local storage: cannot {what}: {reason}")
-
-
-def lock_subject(name: str) -> str:
-    """Return how a lock is named in messages: "plan 'prod/orders'" for ``prod/orders/_lock``."""
-    path = PurePosixPath(name)
-    if path.name == LOCK_NAME and str(path.parent) not in ("", "."):
-        return f"plan '{path.parent}'"
-    return f"lock '{name}'"
 
 
 class LocalUpload:

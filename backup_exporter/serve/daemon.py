@@ -13,15 +13,15 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
-from backup_exporter import housekeeping
 from backup_exporter.config import Config, parse_listen
-from backup_exporter.errors import BackupError, ExitCode, UsageError
-from backup_exporter.http_server import MetricsServer, Unavailable
-from backup_exporter.logs import event, plan_logger
-from backup_exporter.metrics import BackupMetrics
-from backup_exporter.scheduler import PlanScheduler, SchedulerClosed, missed_runs
+from backup_exporter.core.errors import BackupError, ExitCode, UsageError
+from backup_exporter.operations import housekeeping
+from backup_exporter.serve.http_server import MetricsServer, Unavailable
+from backup_exporter.serve.metrics import BackupMetrics
+from backup_exporter.serve.scheduler import PlanScheduler, SchedulerClosed, missed_runs
 from backup_exporter.storage.base import Storage
 from backup_exporter.storage.factory import open_storage
+from backup_exporter.system.logs import event, plan_logger
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class Daemon:
         self.scheduler = PlanScheduler(
             cfg, storage, self.metrics,
             after_success=lambda plan: housekeeping.after_success_hook(plan, storage, self.metrics))
-        housekeeping.add_restore_check_jobs(self.scheduler, cfg, storage, self.metrics)
+        add_restore_check_jobs(self.scheduler, cfg, storage, self.metrics)
         self.storage_ok = False
         self.storage_checked = 0.0
         self.storage_error = "not checked yet"
@@ -162,3 +162,14 @@ def cmd_daemon(args: argparse.Namespace, cfg: Config) -> int:
     storage.close()
     log.info("daemon stopped")
     return 0
+
+
+def add_restore_check_jobs(scheduler: PlanScheduler, cfg: Config, storage: Storage, metrics: BackupMetrics) -> None:
+    """Schedule each plan's restore drill (off unless restore_check.schedule is set)."""
+    for plan in cfg.plans.values():
+        schedule = plan.restore_check.schedule
+        if schedule is None:
+            continue
+        scheduler.extra_jobs.append(
+            (lambda p=plan: housekeeping.run_restore_check(p, storage, metrics, scheduler.stopping), schedule.trigger(),
+             f"restore-check:{plan.name}"))

@@ -13,12 +13,12 @@ from typing import Any
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
-from backup_exporter import lifecycle
 from backup_exporter.config import Config, PlanConfig, mask_uri
-from backup_exporter.errors import BackupError, ExitCode, UsageError
-from backup_exporter.housekeeping import prune_plan
-from backup_exporter.naming import plan_prefix
-from backup_exporter.runner import CancelToken
+from backup_exporter.core.cancel import CancelToken
+from backup_exporter.core.errors import BackupError, ExitCode, UsageError
+from backup_exporter.core.naming import plan_prefix
+from backup_exporter.operations import lifecycle
+from backup_exporter.operations.housekeeping import prune_plan
 from backup_exporter.storage.base import Storage
 from backup_exporter.storage.factory import open_storage
 

@@ -7,19 +7,17 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
-from backup_exporter import naming, status
 from backup_exporter.config import Config, PlanConfig
-from backup_exporter.errors import BackupError, Interrupted
-from backup_exporter.logs import event, plan_logger
-from backup_exporter.metrics import BackupMetrics
+from backup_exporter.core import naming
+from backup_exporter.core.errors import BackupError, Interrupted
+from backup_exporter.operations import lifecycle
+from backup_exporter.operations.lifecycle import PruneReport
+from backup_exporter.operations.run import RunOutcome
+from backup_exporter.repository import records
+from backup_exporter.serve.metrics import BackupMetrics
 from backup_exporter.storage.base import Storage
-
-if TYPE_CHECKING:
-    from backup_exporter.lifecycle import PruneReport
-    from backup_exporter.runner import RunOutcome
-    from backup_exporter.scheduler import PlanScheduler
+from backup_exporter.system.logs import event, plan_logger
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +39,6 @@ def refresh_stored(cfg: Config, storage: Storage, metrics: BackupMetrics, plans:
 def prune_plan(storage: Storage, plan: PlanConfig, metrics: BackupMetrics | None, *, dry_run: bool = False,
                now: datetime | None = None) -> PruneReport:
     """Apply the plan's retention policy; return the lifecycle PruneReport. Raises StorageError."""
-    from backup_exporter import lifecycle
-
     report = lifecycle.prune(storage, plan.prefix, plan.name, plan.retention, now or datetime.now(UTC),
                              dry_run=dry_run)
     if metrics is not None and not dry_run:
@@ -75,8 +71,6 @@ def run_restore_check(plan: PlanConfig, storage: Storage, metrics: BackupMetrics
 
     A drill stopped by `cancel` (daemon shutdown) records nothing: the previous verdict stands.
     """
-    from backup_exporter import lifecycle
-
     plog = plan_logger(__name__, plan.name)
     assert plan.restore_check.uri is not None
     ok, message = False, ""
@@ -94,7 +88,7 @@ def run_restore_check(plan: PlanConfig, storage: Storage, metrics: BackupMetrics
     verdict = {"time": now, "success": ok, "message": message}
 
     try:
-        status.save_restore_check(storage, key, verdict)
+        records.save_restore_check(storage, key, verdict)
     except BackupError as exc:
         log.warning("could not record the restore check of plan %s: %s", plan.name, exc.message)
     if metrics is not None:
@@ -103,14 +97,3 @@ def run_restore_check(plan: PlanConfig, storage: Storage, metrics: BackupMetrics
     event(plog, logging.INFO if ok else logging.ERROR, "restore_check",
           "restore check %s: %s", "passed" if ok else "FAILED", message)
     return ok
-
-
-def add_restore_check_jobs(scheduler: PlanScheduler, cfg: Config, storage: Storage, metrics: BackupMetrics) -> None:
-    """Schedule each plan's restore drill (off unless restore_check.schedule is set)."""
-    for plan in cfg.plans.values():
-        schedule = plan.restore_check.schedule
-        if schedule is None:
-            continue
-        scheduler.extra_jobs.append(
-            (lambda p=plan: run_restore_check(p, storage, metrics, scheduler.stopping), schedule.trigger(),
-             f"restore-check:{plan.name}"))

@@ -10,7 +10,6 @@ import hashlib
 import logging
 import os
 import shutil
-import signal
 import socket
 import struct
 import threading
@@ -20,42 +19,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from backup_exporter import __version__, naming, status
+from backup_exporter import __version__
 from backup_exporter.config import PlanConfig
+from backup_exporter.core import naming, status
+from backup_exporter.core.cancel import CancelToken
+from backup_exporter.core.errors import BackupError, DumpFailed, ExitCode, Interrupted, LockHeld, StorageError
 from backup_exporter.engines.base import DumpInfo, Engine
 from backup_exporter.engines.mongodump import MongodumpEngine
 from backup_exporter.engines.process import NativeProcessEngine
-from backup_exporter.errors import BackupError, DumpFailed, ExitCode, Interrupted, LockHeld, StorageError
-from backup_exporter.logs import event, plan_logger
-from backup_exporter.metrics import BackupMetrics
+from backup_exporter.repository import records
+from backup_exporter.serve.metrics import BackupMetrics
 from backup_exporter.storage.base import Storage, Upload
+from backup_exporter.system.logs import event, plan_logger
 
 ARCHIVE_MAGIC = struct.pack("<I", 0x8199E26D)
 TERMINATOR = b"\xff\xff\xff\xff"
-
-
-class CancelToken(threading.Event):
-    """Set by a signal handler (or shutdown) to stop a run; remembers which signal, or that the plan's
-    timeout expired."""
-
-    signum: int = signal.SIGTERM
-    timed_out_after: float | None = None
-
-    def cancel(self, signum: int = signal.SIGTERM) -> None:
-        self.signum = signum
-        self.set()
-
-    def expire(self, seconds: float) -> None:
-        if not self.is_set():
-            self.timed_out_after = seconds
-            self.set()
-
-    def error(self) -> BackupError:
-        """Return why the run stopped: a timeout is a failure (exit 124), a signal an interruption."""
-        if self.timed_out_after is not None:
-            return BackupError(f"the run exceeded the plan's timeout of {self.timed_out_after:g} s and was "
-                               "stopped; nothing was committed", ExitCode.TIMEOUT)
-        return Interrupted(self.signum)
 
 
 @dataclass
@@ -300,7 +278,7 @@ def _name_time(storage: Storage, status_key: str, plan: str, started_at: datetim
     backup when that is not earlier (a rerun within the same second, or a clock set back), so that names
     stay unique and in order; a commit never replaces an existing backup."""
     try:
-        previous = status.load(storage, status_key, plan).last_success
+        previous = records.load(storage, status_key, plan).last_success
     except StorageError:
         return started_at  # the commit itself refuses a name that is taken
     newest = naming.time_of(previous.name) if previous is not None and previous.name else None
@@ -316,7 +294,7 @@ def _record(storage: Storage, key: str, plan: str, outcome: RunOutcome, metrics:
                              sha256=outcome.sha256, engine=outcome.engine)
     new_status: status.PlanStatus | None = None
     try:
-        new_status = status.update(storage, key, plan, lambda current: current.recorded(attempt))
+        new_status = records.update(storage, key, plan, lambda current: current.recorded(attempt))
     except StorageError as exc:
         event(log, logging.ERROR, "status_failed", "could not record the run's result in storage: %s", exc.message)
         if outcome.result == status.SUCCESS:

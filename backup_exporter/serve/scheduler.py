@@ -21,13 +21,15 @@ from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobEvent
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from backup_exporter import naming, status
 from backup_exporter.config import Config, PlanConfig
-from backup_exporter.errors import BackupError, ExitCode
-from backup_exporter.logs import event, plan_logger
-from backup_exporter.metrics import BackupMetrics
-from backup_exporter.runner import CancelToken, Progress, RunOutcome, run_backup
+from backup_exporter.core import naming, status
+from backup_exporter.core.cancel import CancelToken
+from backup_exporter.core.errors import BackupError, ExitCode
+from backup_exporter.operations.run import Progress, RunOutcome, run_backup
+from backup_exporter.repository import records
+from backup_exporter.serve.metrics import BackupMetrics
 from backup_exporter.storage.base import Storage
+from backup_exporter.system.logs import event, plan_logger
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +232,7 @@ class PlanScheduler:
             if self.is_running(plan.name):
                 continue
             try:
-                record = status.load(self.storage, naming.status_name(plan.prefix, plan.name), plan.name)
+                record = records.load(self.storage, naming.status_name(plan.prefix, plan.name), plan.name)
             except BackupError as exc:
                 ok = False
                 log.warning("could not refresh the status of plan %s: %s", plan.name, exc.message)
@@ -252,7 +254,7 @@ def missed_runs(cfg: Config, storage: Storage, now: datetime) -> dict[str, bool]
     due: dict[str, bool] = {}
     for plan in cfg.plans.values():
         try:
-            record = status.load(storage, naming.status_name(plan.prefix, plan.name), plan.name)
+            record = records.load(storage, naming.status_name(plan.prefix, plan.name), plan.name)
         except BackupError:
             due[plan.name] = False
             continue

@@ -18,9 +18,9 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from backup_exporter.errors import ConfigError
-from backup_exporter.retention import RetentionPolicy, parse_duration
-from backup_exporter.schedule import CronError, CronSchedule, parse_cron
+from backup_exporter.core.errors import ConfigError
+from backup_exporter.core.retention import RetentionPolicy, parse_duration
+from backup_exporter.core.schedule import CronError, CronSchedule, parse_cron
 
 DEFAULT_LISTEN = "0.0.0.0:9868"
 DEFAULT_PLAN = "default"

@@ -17,14 +17,20 @@ from typing import Any, NoReturn
 
 import yaml
 
-from backup_exporter import __version__, logs, naming, status
+from backup_exporter import __version__
 from backup_exporter import config as config_module
 from backup_exporter.config import Config, PlanConfig
-from backup_exporter.errors import BackupError, ExitCode, UsageError
-from backup_exporter.housekeeping import after_success_hook
-from backup_exporter.runner import CancelToken, Progress, RunOutcome, run_backup
+from backup_exporter.core import naming
+from backup_exporter.core.cancel import CancelToken
+from backup_exporter.core.errors import BackupError, ExitCode, UsageError
+from backup_exporter.operations.housekeeping import after_success_hook
+from backup_exporter.operations.run import Progress, RunOutcome, run_backup
+from backup_exporter.repository import records
+from backup_exporter.serve.api_client import run_via_daemon
+from backup_exporter.serve.pushgateway import publish, push_config_from_args
 from backup_exporter.storage.base import Storage
 from backup_exporter.storage.factory import open_storage
+from backup_exporter.system import logs
 
 log = logging.getLogger("backupctl")
 
@@ -97,7 +103,6 @@ def _install_signal_handlers(cancel: CancelToken) -> None:
 
 def cmd_run_now(args: argparse.Namespace, cfg: Config) -> int:
     if args.daemon:
-        from backup_exporter.api_client import run_via_daemon
 
         return run_via_daemon(args.daemon, args.plan)
     plan = cfg.plan(args.plan)
@@ -129,7 +134,6 @@ def _push_if_configured(args: argparse.Namespace, cfg: Config, plan: PlanConfig,
     push = getattr(args, "push_config", None)
     if push is None or (not push.url and not push.textfile):
         return 0
-    from backup_exporter.pushgateway import publish
 
     return publish(push, plan, storage, outcome)
 
@@ -152,7 +156,7 @@ def cmd_status(args: argparse.Namespace, cfg: Config) -> int:
     rows: list[dict[str, Any]] = []
     try:
         for plan in _selected_plans(cfg, args.plan):
-            record = status.load(storage, naming.status_name(plan.prefix, plan.name), plan.name)
+            record = records.load(storage, naming.status_name(plan.prefix, plan.name), plan.name)
             holder = storage.lock_holder(naming.lock_name(plan.prefix, plan.name))
             next_run = plan.schedule.next_runs(datetime.now(UTC), 1)
             success = record.last_success
@@ -261,11 +265,11 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
 
 # Commands whose modules are imported only when used, so the common paths stay light.
 LAZY_COMMANDS = {
-    "daemon": "backup_exporter.daemon:cmd_daemon",
-    "list": "backup_exporter.cli_lifecycle:cmd_list",
-    "verify": "backup_exporter.cli_lifecycle:cmd_verify",
-    "restore": "backup_exporter.cli_lifecycle:cmd_restore",
-    "prune": "backup_exporter.cli_lifecycle:cmd_prune",
+    "daemon": "backup_exporter.serve.daemon:cmd_daemon",
+    "list": "backup_exporter.cli.lifecycle:cmd_list",
+    "verify": "backup_exporter.cli.lifecycle:cmd_verify",
+    "restore": "backup_exporter.cli.lifecycle:cmd_restore",
+    "prune": "backup_exporter.cli.lifecycle:cmd_prune",
 }
 
 
@@ -287,7 +291,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = config_module.load(args.config)
         logs.setup(args.log_format or cfg.log_format, logging.DEBUG if args.verbose else logging.INFO)
         if args.command == "run-now":
-            from backup_exporter.pushgateway import push_config_from_args
 
             args.push_config = push_config_from_args(args, cfg.pushgateway)
         return _command(args.command)(args, cfg)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
-from backup_exporter.storage.base import ARCHIVE_SUFFIX, LOCK_NAME, STATUS_NAME
+ARCHIVE_SUFFIX = ".archive.gz"
+STATUS_NAME = "_status.json"
+LOCK_NAME = "_lock"
 
 _STAMP = "%Y-%m-%dT%H-%M-%SZ"
 _STAMP_RE = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}Z)(?:-(\d+))?" + re.escape(ARCHIVE_SUFFIX) + "$")
@@ -39,3 +41,11 @@ def time_of(name: str) -> datetime | None:
     if not match:
         return None
     return datetime.strptime(match.group(1), _STAMP).replace(tzinfo=UTC)
+
+
+def lock_subject(name: str) -> str:
+    """Return how a lock is named in messages: "plan 'prod/orders'" for ``prod/orders/_lock``."""
+    head, _, tail = name.rpartition("/")
+    if tail == LOCK_NAME and head:
+        return f"plan '{head}'"
+    return f"lock '{name}'"

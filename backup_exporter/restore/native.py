@@ -7,10 +7,8 @@ when its EOF block has been read and its CRC checked. Memory holds one batch at 
 
 from __future__ import annotations
 
-import fnmatch
-import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -34,21 +32,17 @@ from backup_exporter.archive import (
     iter_archive,
     open_archive_stream,
 )
-from backup_exporter.engines.native import (
-    AUTH_ERROR_CODES,
-    describe_error,
-    interrupted,
-    make_client,
-    map_pymongo_error,
-    render_hosts,
-    scrub,
-)
-from backup_exporter.errors import (
+from backup_exporter.core.cancel import interrupted
+from backup_exporter.core.errors import (
     ArchiveError,
     BackupError,
     ExitCode,
     UsageError,
 )
+from backup_exporter.mongo.client import make_client
+from backup_exporter.mongo.errors import AUTH_ERROR_CODES, describe_error, map_pymongo_error, scrub
+from backup_exporter.mongo.namespaces import NamespaceMap
+from backup_exporter.mongo.uri import render_hosts
 
 MAX_BATCH_BYTES = 16 * 1024 * 1024
 RAW_CODEC: CodecOptions[RawBSONDocument] = CodecOptions(document_class=RawBSONDocument)
@@ -103,89 +97,6 @@ class RestoreSummary:
         """Return a one-line account of the documents restored so far."""
         parts = [f"{ns.target}={ns.documents}" for ns in self.namespaces.values() if ns.documents]
         return ", ".join(parts) if parts else "nothing"
-
-
-# --------------------------------------------------------------------------------- namespace mapping
-
-
-@dataclass(frozen=True)
-class NamespaceMap:
-    """Source filters (--nsInclude/--nsExclude globs) and renames (--nsFrom/--nsTo, `*` and `$var$`)."""
-
-    include: tuple[str, ...] = ()
-    exclude: tuple[str, ...] = ()
-    ns_from: tuple[str, ...] = ()
-    ns_to: tuple[str, ...] = ()
-
-    @classmethod
-    def build(cls, include: Sequence[str] = (), exclude: Sequence[str] = (),
-              ns_from: Sequence[str] = (), ns_to: Sequence[str] = ()) -> NamespaceMap:
-        """Return the map; raises UsageError when nsFrom/nsTo do not pair up."""
-        if len(ns_from) != len(ns_to):
-            raise UsageError(f"ns_from has {len(ns_from)} patterns but ns_to has {len(ns_to)}: "
-                             f"they pair up one to one")
-        for source, target in zip(ns_from, ns_to, strict=True):
-            if source.count("*") != target.count("*"):
-                raise UsageError(f"nsFrom {source!r} and nsTo {target!r} have different numbers of '*'")
-        return cls(tuple(include), tuple(exclude), tuple(ns_from), tuple(ns_to))
-
-    def selected(self, ns: str) -> bool:
-        if self.include and not any(fnmatch.fnmatchcase(ns, p) for p in self.include):
-            return False
-        return not any(fnmatch.fnmatchcase(ns, p) for p in self.exclude)
-
-    def target(self, ns: str) -> tuple[str, str]:
-        """Return (db, collection) the source namespace restores into; the first matching rename wins.
-
-        Raises UsageError when a rename produces no "db.collection".
-        """
-        result = target_namespace(ns, self.ns_from, self.ns_to)
-        db, dot, coll = result.partition(".")
-        if not db or not dot or not coll:
-            raise UsageError(f"namespace {ns} renames to {result!r}, which is not 'db.collection'")
-        return db, coll
-
-
-def pattern_regex(pattern: str) -> re.Pattern[str]:
-    """Return a regex for a mongorestore namespace pattern: `*` and `$name$` match any text."""
-    parts = re.split(r"(\*|\$[A-Za-z0-9_]+\$)", pattern)
-    regex = ""
-    for part in parts:
-        if part == "*":
-            regex += "(.*?)"
-        elif part.startswith("$") and part.endswith("$") and len(part) > 2:
-            regex += f"(?P<{part[1:-1]}>.*?)"
-        else:
-            regex += re.escape(part)
-    return re.compile(regex, re.DOTALL)
-
-
-def target_namespace(ns: str, ns_from: Sequence[str], ns_to: Sequence[str]) -> str:
-    """Return where mongorestore puts source namespace `ns` given --nsFrom/--nsTo pairs (first match wins).
-
-    Both mongorestore forms are understood: `*` wildcards (by position) and `$name$` variables (by name).
-    """
-    for source, target in zip(ns_from, ns_to, strict=True):
-        match = pattern_regex(source).fullmatch(ns)
-        if not match:
-            continue
-        positional = iter(g for i, g in enumerate(match.groups(), 1)
-                          if i not in match.re.groupindex.values())
-        named = match.groupdict()
-
-        def substitute(token: re.Match[str], positional: Iterator[str] = positional,
-                       named: dict[str, str] = named) -> str:
-            text = token.group(0)
-            if text == "*":
-                return next(positional, "")
-            return named.get(text[1:-1], text)
-
-        return re.sub(r"\*|\$[A-Za-z0-9_]+\$", substitute, target)
-    return ns
-
-
-
-# ------------------------------------------------------------------------------------------ restore
 
 
 class _Restorer:

@@ -8,13 +8,10 @@ never ``last_success``.
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from backup_exporter.errors import StorageError
-from backup_exporter.storage.base import Storage
+from backup_exporter.core.errors import StorageError
 
 SUCCESS, FAILURE, INTERRUPTED = "success", "failure", "interrupted"
 
@@ -81,52 +78,3 @@ def restore_check_name(status_name: str) -> str:
     backup) write different objects, so neither can overwrite what the other recorded, across processes too.
     """
     return status_name.rsplit("/", 1)[0] + "/_restore_check.json" if "/" in status_name else "_restore_check.json"
-
-
-def load(storage: Storage, name: str, plan: str) -> PlanStatus:
-    """Return the plan's stored status (empty when none), with its restore-check verdict. Raises StorageError
-    naming the object when it is unreadable, so the operator knows which file to inspect or delete."""
-    data = storage.read_status(name)
-    try:
-        record = PlanStatus.from_json(plan, data)
-    except StorageError as exc:
-        raise StorageError(f"{exc.message} ({name} in {storage.describe()})") from None
-    check_name = restore_check_name(name)
-    check = storage.read_status(check_name)
-    if check:
-        try:
-            verdict = json.loads(check)
-            if not isinstance(verdict, dict):
-                raise TypeError(f"expected a JSON object, got {type(verdict).__name__}")
-        except (ValueError, TypeError) as exc:
-            raise StorageError(f"restore-check record of plan '{plan}' is unreadable: {exc} "
-                               f"({check_name} in {storage.describe()})") from None
-        record.restore_check = verdict
-    return record
-
-
-def save_restore_check(storage: Storage, status_name: str, verdict: dict[str, Any]) -> None:
-    """Store the plan's latest restore-check verdict beside its status. Raises StorageError."""
-    storage.write_status(restore_check_name(status_name), json.dumps(verdict, sort_keys=True).encode())
-
-
-# Only runs rewrite the record, and they hold the plan's storage lock while they do, which serialises
-# writers across processes; this lock adds the same guarantee for callers in one process that do not.
-_update_locks: dict[str, threading.Lock] = {}
-_update_locks_guard = threading.Lock()
-
-
-def update(storage: Storage, name: str, plan: str, change: Callable[[PlanStatus], PlanStatus]) -> PlanStatus:
-    """Load the plan's record, apply `change`, store and return the result, with no other writer of this
-    process in between. Raises StorageError (nothing is stored then)."""
-    with _update_locks_guard:
-        lock = _update_locks.setdefault(name, threading.Lock())
-    with lock:
-        new = change(load(storage, name, plan))
-        save(storage, name, new)
-        return new
-
-
-def save(storage: Storage, name: str, status: PlanStatus) -> None:
-    """Store the plan's status. Raises StorageError."""
-    storage.write_status(name, status.to_json())

@@ -39,14 +39,15 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import pushadd_to_gateway
 from prometheus_client.parser import text_string_to_metric_families
 
-from backup_exporter import naming, status
 from backup_exporter.config import PlanConfig, PushConfig
-from backup_exporter.errors import BackupError, ExitCode, PushFailed, UsageError
-from backup_exporter.files import write_atomically
-from backup_exporter.logs import event, plan_logger, redact
-from backup_exporter.metrics import BackupMetrics
-from backup_exporter.runner import RunOutcome
+from backup_exporter.core import naming, status
+from backup_exporter.core.errors import BackupError, ExitCode, PushFailed, UsageError
+from backup_exporter.operations.run import RunOutcome
+from backup_exporter.repository import records
+from backup_exporter.serve.metrics import BackupMetrics
 from backup_exporter.storage.base import Storage
+from backup_exporter.system.files import write_atomically
+from backup_exporter.system.logs import event, plan_logger, redact
 
 log = logging.getLogger(__name__)
 
@@ -350,7 +351,7 @@ def _stored_status(plan: PlanConfig, storage: Storage, outcome: RunOutcome) -> s
     """
     try:
         storage.ping()
-        stored = status.load(storage, naming.status_name(plan.prefix, plan.name), plan.name)
+        stored = records.load(storage, naming.status_name(plan.prefix, plan.name), plan.name)
     except Exception as exc:
         reason = exc.message if isinstance(exc, BackupError) else f"{type(exc).__name__}: {exc}"
         log.warning("could not read the stored status of plan %s (%s): publishing this run's values only; "

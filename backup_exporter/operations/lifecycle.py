@@ -22,19 +22,17 @@ from typing import Any
 
 from pymongo.errors import PyMongoError
 
-from backup_exporter import archive, commands, execute
-from backup_exporter.engines.native import make_client, map_pymongo_error, scrub
-from backup_exporter.errors import ArchiveError, BackupError, ExitCode, Interrupted, UsageError
-from backup_exporter.naming import plan_prefix, time_of
-from backup_exporter.restore_native import (
-    RestoreArchiveError,
-    RestoreFailed,
-    pattern_regex,
-    restore_archive,
-    target_namespace,
-)
-from backup_exporter.retention import Candidate, RetentionPolicy, decide
+from backup_exporter import archive
+from backup_exporter.core import argv as commands
+from backup_exporter.core.errors import ArchiveError, BackupError, ExitCode, Interrupted, UsageError
+from backup_exporter.core.naming import plan_prefix, time_of
+from backup_exporter.core.retention import Candidate, RetentionPolicy, decide
+from backup_exporter.mongo.client import make_client
+from backup_exporter.mongo.errors import map_pymongo_error, scrub
+from backup_exporter.mongo.namespaces import pattern_regex, target_namespace
+from backup_exporter.restore.native import RestoreArchiveError, RestoreFailed, restore_archive
 from backup_exporter.storage.base import BackupInfo, Storage
+from backup_exporter.system import execute
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from collections.abc import Collection, Iterable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Info
 
 from backup_exporter import __version__
-from backup_exporter.status import FAILURE, INTERRUPTED, SUCCESS, PlanStatus
+from backup_exporter.core.status import FAILURE, INTERRUPTED, SUCCESS, PlanStatus
 
 RESULTS = ("success", "failure", "skipped")
 

@@ -30,7 +30,7 @@ from bson import json_util
 from bson.int64 import Int64
 from bson.json_util import CANONICAL_JSON_OPTIONS
 
-from backup_exporter.errors import ArchiveError
+from backup_exporter.core.errors import ArchiveError
 
 MAGIC = b"\x6d\xe2\x99\x81"  # 0x8199e26d little-endian
 TERMINATOR = b"\xff\xff\xff\xff"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from backup_exporter.errors import UsageError
+from backup_exporter.core.errors import UsageError
 
 CONFIG_PLACEHOLDER = "{config}"
 

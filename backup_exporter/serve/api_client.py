@@ -11,7 +11,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from backup_exporter.errors import BackupError, ExitCode, UsageError
+from backup_exporter.core.errors import BackupError, ExitCode, UsageError
 
 
 def _request(url: str, method: str, token: str | None, timeout: float = 10) -> tuple[int, Any]:
