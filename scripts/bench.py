@@ -50,8 +50,8 @@ from pymongo import MongoClient  # noqa: E402
 from backup_exporter import __version__  # noqa: E402
 from backup_exporter import config as config_module  # noqa: E402
 from backup_exporter.config import StorageConfig  # noqa: E402
-from backup_exporter.engines.native import NativeEngine  # noqa: E402
 from backup_exporter.core.cancel import CancelToken  # noqa: E402
+from backup_exporter.engines.native import NativeEngine  # noqa: E402
 from backup_exporter.operations.run import run_backup  # noqa: E402
 from backup_exporter.storage.factory import open_storage  # noqa: E402
 from tests import servers  # noqa: E402

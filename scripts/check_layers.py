@@ -150,7 +150,7 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
                 if item == node:
                     break
             if len(group) > 1:
-                found.append(sorted(group) + [sorted(group)[0]])
+                found.append([*sorted(group), sorted(group)[0]])
 
     for node in sorted(graph):
         if node not in index:

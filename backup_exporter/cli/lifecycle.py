@@ -13,10 +13,11 @@ from typing import Any
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
-from backup_exporter.config import Config, PlanConfig, mask_uri
+from backup_exporter.config import Config, PlanConfig
 from backup_exporter.core.cancel import CancelToken
 from backup_exporter.core.errors import BackupError, ExitCode, UsageError
 from backup_exporter.core.naming import plan_prefix
+from backup_exporter.core.redact import mask_uri
 from backup_exporter.operations import lifecycle
 from backup_exporter.operations.housekeeping import prune_plan
 from backup_exporter.storage.base import Storage

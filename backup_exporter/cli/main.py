@@ -23,6 +23,7 @@ from backup_exporter.config import Config, PlanConfig
 from backup_exporter.core import naming
 from backup_exporter.core.cancel import CancelToken
 from backup_exporter.core.errors import BackupError, ExitCode, UsageError
+from backup_exporter.core.redact import redact
 from backup_exporter.operations.housekeeping import after_success_hook
 from backup_exporter.operations.run import Progress, RunOutcome, run_backup
 from backup_exporter.repository import records
@@ -295,8 +296,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.push_config = push_config_from_args(args, cfg.pushgateway)
         return _command(args.command)(args, cfg)
     except BackupError as exc:
-        print(f"backupctl: {logs.redact(exc.message)}" if not exc.message.startswith("backupctl")
-              else logs.redact(exc.message), file=sys.stderr)
+        print(f"backupctl: {redact(exc.message)}" if not exc.message.startswith("backupctl")
+              else redact(exc.message), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("backupctl: interrupted", file=sys.stderr)
@@ -305,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except Exception as exc:  # a bug: one line for the user, the traceback only with --verbose
         log.debug("internal error", exc_info=True)
-        print(f"backupctl: internal error: {type(exc).__name__}: {logs.redact(str(exc))} "
+        print(f"backupctl: internal error: {type(exc).__name__}: {redact(str(exc))} "
               "(please report it; run with -v for details)", file=sys.stderr)
         return int(ExitCode.SOFTWARE)
 

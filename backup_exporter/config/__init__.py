@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from backup_exporter.core.errors import ConfigError
+from backup_exporter.core.redact import mask_uri
 from backup_exporter.core.retention import RetentionPolicy, parse_duration
 from backup_exporter.core.schedule import CronError, CronSchedule, parse_cron
 
@@ -146,11 +147,6 @@ def _looks_like_connection_string(text: str) -> bool:
         return False
     return ("AccountName" in parts and "AccountKey" in parts) or "BlobEndpoint" in parts \
         or "SharedAccessSignature" in parts
-
-
-def mask_uri(uri: str) -> str:
-    """Return a MongoDB URI with any password replaced by '***' (also for unparsable input)."""
-    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", uri)
 
 
 def parse_size(value: Any) -> int:

@@ -12,7 +12,7 @@ from backup_exporter.core.errors import (
     ExitCode,
     SourceUnavailable,
 )
-from backup_exporter.core.redact import scrub_secrets
+from backup_exporter.core.redact import one_line
 from backup_exporter.mongo.uri import render_hosts, uri_parts
 
 AUTH_ERROR_CODES = frozenset({13, 18})  # Unauthorized, AuthenticationFailed
@@ -20,7 +20,7 @@ AUTH_ERROR_CODES = frozenset({13, 18})  # Unauthorized, AuthenticationFailed
 
 def scrub(text: str, uri: str) -> str:
     """Return text with the URI and its password replaced by '***', on one line, shortened."""
-    return scrub_secrets(text, uri_parts(uri)[1])
+    return one_line(text, uri_parts(uri)[1])
 
 
 def describe_error(exc: BaseException, uri: str) -> str:

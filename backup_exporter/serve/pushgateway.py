@@ -42,12 +42,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from backup_exporter.config import PlanConfig, PushConfig
 from backup_exporter.core import naming, status
 from backup_exporter.core.errors import BackupError, ExitCode, PushFailed, UsageError
+from backup_exporter.core.redact import redact
 from backup_exporter.operations.run import RunOutcome
 from backup_exporter.repository import records
 from backup_exporter.serve.metrics import BackupMetrics
 from backup_exporter.storage.base import Storage
 from backup_exporter.system.files import write_atomically
-from backup_exporter.system.logs import event, plan_logger, redact
+from backup_exporter.system.logs import event, plan_logger
 
 log = logging.getLogger(__name__)
 
@@ -274,9 +275,7 @@ def _http_reason(exc: urllib.error.HTTPError, cfg: PushConfig) -> str:
 
 
 def _hide(text: str, cfg: PushConfig) -> str:
-    if cfg.password:
-        text = text.replace(cfg.password, "***")
-    return redact(text)
+    return redact(text, [cfg.password] if cfg.password else [])
 
 
 def _safe_url(url: str) -> str:

@@ -45,6 +45,7 @@ from azure.storage.blob import (
 
 from backup_exporter.core.errors import AuthenticationFailed, BackupError, ConfigError, LockHeld, StorageError
 from backup_exporter.core.naming import lock_subject
+from backup_exporter.core.redact import one_line
 from backup_exporter.storage.base import ARCHIVE_SUFFIX, BackupInfo
 from backup_exporter.storage.blocks import DEFAULT_BASE, DEFAULT_CAP, block_id, block_size_for
 
@@ -436,12 +437,9 @@ class AzureStorage:
 
     def scrub(self, text: str) -> str:
         """Return `text` on one line without secrets (keys, SAS tokens, URL query strings), shortened."""
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        text = re.sub(r"(?i)(AccountKey|SharedAccessSignature|sig)=[^;&\s'\"]+", r"\1=***", text)
+        # Query strings of storage URLs carry SAS tokens in many shapes: drop them whole.
         text = re.sub(r"(https?://[^\s?'\"]+)\?[^\s'\"]*", r"\1", text)
-        text = " ".join(text.split())
-        return text if len(text) <= 300 else text[:297] + "..."
+        return one_line(text, self._secrets, limit=300)
 
     def error(self, exc: BaseException, what: str) -> BackupError:
         """Return the one-line, secret-free BackupError for `exc` met while doing `what`."""

@@ -8,26 +8,11 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 from datetime import UTC, datetime
 from typing import Any
 
-_SECRET_PATTERNS = [
-    # user:password@ in any URI: MongoDB's, but also a Pushgateway or proxy URL with credentials.
-    (re.compile(r"([a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)[^@/\s]*@"), r"\1***@"),
-    (re.compile(r"(AccountKey=)[^;\s]+", re.IGNORECASE), r"\1***"),
-    (re.compile(r"(SharedAccessSignature=)[^;\s]+", re.IGNORECASE), r"\1***"),
-    (re.compile(r"([?&]sig=)[^&\s]+", re.IGNORECASE), r"\1***"),
-    (re.compile(r"(Authorization:\s*\w+\s+)\S+", re.IGNORECASE), r"\1***"),
-]
-
-
-def redact(text: str) -> str:
-    """Return text with URI passwords, account keys, SAS signatures and auth headers masked."""
-    for pattern, replacement in _SECRET_PATTERNS:
-        text = pattern.sub(replacement, text)
-    return text
+from backup_exporter.core.redact import redact
 
 
 class _RedactingFilter(logging.Filter):
