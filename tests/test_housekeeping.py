@@ -119,7 +119,7 @@ def test_a_restore_verdict_recorded_while_a_run_records_keeps_both(tmp_path: Pat
         time.sleep(0.5)  # the drill's verdict arrives between this run's read and its write
         return current.recorded(success)
 
-    run = threading.Thread(target=status.update, args=(storage, key, "main", record_run))
+    run = threading.Thread(target=records.update, args=(storage, key, "main", record_run))
     run.start()
     assert run_is_recording.wait(5)
     records.save_restore_check(LocalStorage(tmp_path), key, {"time": 2000.0, "success": True, "message": "ok"})

@@ -36,14 +36,11 @@ from backup_exporter.core.argv import tool_config as mongorestore_config
 from backup_exporter.core.errors import ArchiveError, BackupError, ExitCode, Interrupted, StorageError, UsageError
 from backup_exporter.core.retention import Candidate, RetentionPolicy, decide
 from backup_exporter.engines.native import NativeEngine
-from backup_exporter.operations.lifecycle import (
-    list_backups,
-    prune,
-    restore,
-    restore_latest_check,
-    target_namespace,
-    verify_backup,
-)
+from backup_exporter.mongo.namespaces import target_namespace
+from backup_exporter.operations.listing import list_backups
+from backup_exporter.operations.prune import prune
+from backup_exporter.operations.restore import restore, restore_latest_check
+from backup_exporter.operations.verify import verify_backup
 from backup_exporter.restore.native import RestoreFailed
 from backup_exporter.storage.azure import AzureStorage
 from backup_exporter.storage.base import BackupInfo, Storage

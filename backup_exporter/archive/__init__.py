@@ -653,3 +653,20 @@ class ArchiveWriter:
         left = [f"{db}.{coll}" for (db, coll), s in self._states.items() if not s.ended]
         if left:
             raise RuntimeError(f"namespaces never ended: {', '.join(left)}")
+
+
+DECOMPRESS_ERRORS = (OSError, EOFError, zlib.error)  # how gzip/zlib report corrupt input
+
+
+def describe_archive_problem(exc: BaseException) -> str:
+    """Return what is wrong with the archive, one line, saying "truncated" when the gzip stream ends early."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, EOFError):
+        cause = cause.__cause__
+    if isinstance(exc, ArchiveError):
+        text = exc.message
+    else:
+        kind = "zlib.error" if isinstance(exc, zlib.error) else type(exc).__name__
+        text = f"gzip stream is corrupt: {kind}: {exc}"
+    # gzip says "Compressed file ended before the end-of-stream marker": a blob cut short.
+    return f"truncated: {text}" if cause is not None and "truncated" not in text else text

@@ -18,7 +18,8 @@ from backup_exporter.core.cancel import CancelToken
 from backup_exporter.core.errors import BackupError, ExitCode, UsageError
 from backup_exporter.core.naming import plan_prefix
 from backup_exporter.core.redact import mask_uri
-from backup_exporter.operations import lifecycle
+from backup_exporter.operations import listing, verify
+from backup_exporter.operations import restore as restoring
 from backup_exporter.operations.housekeeping import prune_plan
 from backup_exporter.storage.base import Storage
 from backup_exporter.storage.factory import open_storage
@@ -45,7 +46,7 @@ def _resolve(storage: Storage, cfg: Config, args: argparse.Namespace) -> tuple[P
                      if args.backup.startswith(plan_prefix(p.prefix, p.name) + "/")), None)
         return plan, args.backup
     plan = cfg.plan(args.plan)
-    listed = lifecycle.list_backups(storage, plan.prefix, plan.name, plan.retention, datetime.now(UTC))
+    listed = listing.list_backups(storage, plan.prefix, plan.name, plan.retention, datetime.now(UTC))
     if not listed:
         raise BackupError(f"plan '{plan.name}' has no backup in {storage.describe()}/"
                           f"{plan_prefix(plan.prefix, plan.name)}/", ExitCode.DATA)
@@ -58,7 +59,7 @@ def cmd_list(args: argparse.Namespace, cfg: Config) -> int:
     try:
         now = datetime.now(UTC)
         for plan in _plans(cfg, args.plan):
-            for b in lifecycle.list_backups(storage, plan.prefix, plan.name, plan.retention, now):
+            for b in listing.list_backups(storage, plan.prefix, plan.name, plan.retention, now):
                 rows.append({"plan": plan.name, "name": b.name, "time": b.time.strftime("%Y-%m-%dT%H:%M:%SZ"),
                              "size": b.size, "sha256": b.sha256, "engine": b.engine, "keep": b.keep,
                              "reasons": b.reasons})
@@ -82,7 +83,7 @@ def cmd_verify(args: argparse.Namespace, cfg: Config) -> int:
     cancel = CancelToken()
     try:
         _, name = _resolve(storage, cfg, args)
-        report = lifecycle.verify_backup(storage, name, cancel=cancel)
+        report = verify.verify_backup(storage, name, cancel=cancel)
     finally:
         storage.close()
     print(f"{report.name}: OK ({_human(report.size)}, sha256 {report.sha256}"
@@ -147,7 +148,7 @@ def cmd_restore(args: argparse.Namespace, cfg: Config) -> int:
         if args.engine == "mongorestore" and not binary:
             raise UsageError("--engine mongorestore: mongorestore is not on PATH")
         if not args.dry_run and not args.yes:
-            plan = lifecycle.restore(storage, name, target_uri=uri, ns_include=args.ns_include,
+            plan = restoring.restore(storage, name, target_uri=uri, ns_include=args.ns_include,
                                      ns_from=args.ns_from, ns_to=args.ns_to, dry_run=True)
             targets = [ns.target for ns in plan.namespaces]
             busy = _non_empty_targets(uri, targets)
@@ -156,7 +157,7 @@ def cmd_restore(args: argparse.Namespace, cfg: Config) -> int:
                         f"restore into {len(busy)} non-empty collection(s) ({', '.join(busy[:3])}...)")
                 if not _confirm(f"This will {what} at {mask_uri(uri)}. Continue?"):
                     raise UsageError(f"refusing to {what} without confirmation: pass --yes")
-        report = lifecycle.restore(storage, name, target_uri=uri, ns_include=args.ns_include, ns_from=args.ns_from,
+        report = restoring.restore(storage, name, target_uri=uri, ns_include=args.ns_include, ns_from=args.ns_from,
                                    ns_to=args.ns_to, drop=args.drop, dry_run=args.dry_run, mongorestore=binary,
                                    check=args.check, cancel=cancel)
     finally:

@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 from backup_exporter.config import Config, PlanConfig
 from backup_exporter.core import naming
 from backup_exporter.core.errors import BackupError, Interrupted
-from backup_exporter.operations import lifecycle
-from backup_exporter.operations.lifecycle import PruneReport
+from backup_exporter.operations.prune import PruneReport, prune
+from backup_exporter.operations.restore import restore_latest_check
 from backup_exporter.operations.run import RunOutcome
 from backup_exporter.repository import records
 from backup_exporter.serve.metrics import BackupMetrics
@@ -38,8 +38,8 @@ def refresh_stored(cfg: Config, storage: Storage, metrics: BackupMetrics, plans:
 
 def prune_plan(storage: Storage, plan: PlanConfig, metrics: BackupMetrics | None, *, dry_run: bool = False,
                now: datetime | None = None) -> PruneReport:
-    """Apply the plan's retention policy; return the lifecycle PruneReport. Raises StorageError."""
-    report = lifecycle.prune(storage, plan.prefix, plan.name, plan.retention, now or datetime.now(UTC),
+    """Apply the plan's retention policy; return the PruneReport. Raises StorageError."""
+    report = prune(storage, plan.prefix, plan.name, plan.retention, now or datetime.now(UTC),
                              dry_run=dry_run)
     if metrics is not None and not dry_run:
         metrics.add_retention_deleted(plan.name, len(report.deleted))
@@ -75,7 +75,7 @@ def run_restore_check(plan: PlanConfig, storage: Storage, metrics: BackupMetrics
     assert plan.restore_check.uri is not None
     ok, message = False, ""
     try:
-        report = lifecycle.restore_latest_check(storage, plan.prefix, plan.name, plan.restore_check.uri,
+        report = restore_latest_check(storage, plan.prefix, plan.name, plan.restore_check.uri,
                                                 cancel=cancel)
         ok, message = bool(report.check_ok), report.summary()
     except Interrupted:

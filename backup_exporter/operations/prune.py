@@ -1,0 +1,60 @@
+"""`backupctl prune` and retention after each success: delete what the policy does not keep."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from backup_exporter.core.errors import BackupError, ExitCode
+from backup_exporter.core.naming import plan_prefix
+from backup_exporter.core.retention import RetentionPolicy
+from backup_exporter.operations.listing import ListedBackup, list_backups
+from backup_exporter.storage.base import Storage
+
+log = logging.getLogger("backup_exporter.lifecycle")
+
+
+@dataclass
+class PruneReport:
+    """What a prune kept and deleted (or, in a dry run, would delete), newest first."""
+
+    plan: str
+    policy: RetentionPolicy
+    dry_run: bool
+    kept: list[ListedBackup] = field(default_factory=list)
+    deleted: list[ListedBackup] = field(default_factory=list)
+
+    @property
+    def kept_bytes(self) -> int:
+        return sum(b.size for b in self.kept)
+
+    @property
+    def deleted_bytes(self) -> int:
+        return sum(b.size for b in self.deleted)
+
+
+def prune(storage: Storage, prefix: str, plan: str, policy: RetentionPolicy, now: datetime,
+          dry_run: bool = False) -> PruneReport:
+    """Delete the plan's backups the policy does not keep, in batches; return what was kept and deleted.
+
+    Only `<prefix>/<plan>/<timestamp>.archive.gz` objects are ever deleted, the newest backup never, and
+    nothing at all with an empty policy. Raises StorageError (or AuthenticationFailed) when the listing
+    fails (then nothing is deleted) or a deletion fails (then some of the batch may be gone).
+    """
+    listed = list_backups(storage, prefix, plan, policy, now)
+    report = PruneReport(plan, policy, dry_run,
+                         kept=[b for b in listed if b.keep], deleted=[b for b in listed if not b.keep])
+    folder = plan_prefix(prefix, plan) + "/"
+    doomed = [b.name for b in report.deleted]
+    # Belt and braces: list_backups only returns names under the folder, but deleting is irreversible.
+    strays = [name for name in doomed if not name.startswith(folder) or "/" in name[len(folder):]]
+    if strays:
+        raise BackupError(f"internal error: prune of {folder} chose {strays[0]}, outside it; nothing deleted",
+                          ExitCode.SOFTWARE)
+    if doomed and not dry_run:
+        storage.delete_backups(doomed)
+    for backup in report.deleted:
+        log.info("%s %s (%s)", "would delete" if dry_run else "deleted", backup.name,
+                 ", ".join(backup.reasons))
+    return report
