@@ -13,7 +13,7 @@ sends) to answer requests itself with an error status, which is how throttling (
 - ``stall()``: nothing is forwarded in either direction (connections stay open) until ``clear()``;
   ``stall_after(n)`` does the same once n more request bytes have gone through;
 - ``latency(seconds)``: each forwarded chunk waits that long;
-- ``bandwidth(bytes_per_second)``: request bodies are forwarded no faster than that;
+- ``bandwidth(bytes_per_second)``: request bytes are forwarded no faster than that, and so are responses;
 - ``respond(status, count)``: the next `count` requests get `status` without reaching the upstream;
 - ``refuse()``: new connections are closed at once, as a server that is down.
 """
@@ -54,8 +54,9 @@ class _Faults:
 class FaultProxy:
     """The proxy, run on its own event-loop thread; the fault methods are safe to call from any thread."""
 
-    def __init__(self, upstream_port: int, *, max_stall: float = 600.0) -> None:
+    def __init__(self, upstream_port: int, *, max_stall: float = 600.0, http: bool = True) -> None:
         self.upstream_port = upstream_port
+        self.http = http  # False: a plain byte pipe (e.g. MongoDB's wire protocol); respond() is HTTP only
         self.port = free_port()
         self.max_stall = max_stall
         self._faults = _Faults()
@@ -190,7 +191,11 @@ class FaultProxy:
         self._writers.add(upstream_w)
         back = asyncio.ensure_future(self._pipe_back(upstream_r, client_w))
         try:
-            await self._requests(client_r, client_w, upstream_w)
+            if self.http:
+                await self._requests(client_r, client_w, upstream_w)
+            else:
+                while chunk := await client_r.read(_READ):
+                    await self._forward(chunk, upstream_w)
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError):
             _reset(client_w)
             _reset(upstream_w)
@@ -249,6 +254,10 @@ class FaultProxy:
                 if not chunk:
                     break
                 await self._gate()
+                with self._lock:
+                    rate = self._faults.bytes_per_second
+                if rate:
+                    await asyncio.sleep(len(chunk) / rate)
                 client_w.write(chunk)
                 await client_w.drain()
         except (ConnectionError, OSError):
@@ -285,8 +294,8 @@ def _reset(writer: asyncio.StreamWriter) -> None:
 
 
 @contextlib.contextmanager
-def fault_proxy(upstream_port: int, *, max_stall: float = 600.0) -> Iterator[FaultProxy]:
-    proxy = FaultProxy(upstream_port, max_stall=max_stall)
+def fault_proxy(upstream_port: int, *, max_stall: float = 600.0, http: bool = True) -> Iterator[FaultProxy]:
+    proxy = FaultProxy(upstream_port, max_stall=max_stall, http=http)
     try:
         yield proxy
     finally:
