@@ -16,10 +16,10 @@ from pymongo import MongoClient
 from backup_exporter import config as config_module
 from backup_exporter.core import status
 from backup_exporter.core.errors import StorageError
+from backup_exporter.core.plan_state import PlanStates
 from backup_exporter.operations import housekeeping
 from backup_exporter.operations.run import run_backup
 from backup_exporter.repository import records
-from backup_exporter.core.plan_state import PlanStates
 from backup_exporter.serve.metrics import metrics_registry
 from backup_exporter.storage.azure import AzureStorage
 from backup_exporter.storage.local import LocalStorage

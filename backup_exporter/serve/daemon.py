@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import signal
 import threading
@@ -148,7 +149,7 @@ def cmd_daemon(args: argparse.Namespace, cfg: Config) -> int:
     try:
         server = MetricsServer(host, port, daemon)
     except OSError as exc:
-        raise BackupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", ExitCode.USAGE) from None
+        raise listen_error(host, port, exc, "--listen" if args.listen else "server.listen") from None
     stop = threading.Event()
     received: list[int] = []
 
@@ -177,6 +178,20 @@ def cmd_daemon(args: argparse.Namespace, cfg: Config) -> int:
     storage.close()
     log.info("daemon stopped")
     return 0
+
+
+def listen_error(host: str, port: int, exc: OSError, source: str) -> BackupError:
+    """Return the error for an address the daemon cannot listen on, with its exit code: UNAVAILABLE when
+    another process holds the port (retrying later may work), NOPERM when the port needs privileges, and
+    USAGE or CONFIG (by where the address came from, `source`) when it is not an address of this host."""
+    reason = exc.strerror or str(exc)
+    where = f"cannot listen on {host}:{port} ({source})"
+    if exc.errno == errno.EADDRINUSE:
+        return BackupError(f"{where}: {reason}: another process (another daemon?) holds the port",
+                           ExitCode.UNAVAILABLE)
+    if exc.errno == errno.EACCES:
+        return BackupError(f"{where}: {reason}: ports below 1024 need privileges", ExitCode.NOPERM)
+    return BackupError(f"{where}: {reason}", ExitCode.USAGE if source == "--listen" else ExitCode.CONFIG)
 
 
 def add_restore_check_jobs(scheduler: PlanScheduler, cfg: Config, storage: Storage, state: PlanStates) -> None:
