@@ -63,8 +63,8 @@ class Daemon:
 
     def metrics_ready(self) -> tuple[bool, str]:
         if not self.loaded.is_set():
-            return False, (f"the stored status is not loaded yet (storage {self.storage.describe()}: "
-                           f"{self.storage_error or 'loading'})")
+            why = self.storage_error or self.scheduler.refresh_error or "loading"
+            return False, f"the stored status is not loaded yet (storage {self.storage.describe()}: {why})"
         return True, "ok"
 
     def ready(self) -> tuple[bool, str]:

@@ -90,6 +90,8 @@ class PlanScheduler:
             timezone=UTC)
         self.scheduler.add_listener(self._on_max_instances, EVENT_JOB_MAX_INSTANCES)
         self.extra_jobs: list[tuple[Callable[..., Any], Any, str]] = []
+        # Why the last refresh_status could not read a plan's record (for the daemon's 503 answer).
+        self.refresh_error = ""
 
     # -- lifecycle --------------------------------------------------------------------------------------
 
@@ -234,6 +236,7 @@ class PlanScheduler:
                 record = records.load(self.storage, naming.status_name(plan.prefix, plan.name), plan.name)
             except BackupError as exc:
                 ok = False
+                self.refresh_error = f"plan {plan.name}: {exc.message}"
                 log.warning("could not refresh the status of plan %s: %s", plan.name, exc.message)
                 continue
             with self._runs_lock:
