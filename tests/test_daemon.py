@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import gzip
 import http.client
 import itertools
 import json
 import os
 import signal
+import socket
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -15,7 +19,7 @@ import pytest
 from backup_exporter.core.status import Attempt, PlanStatus
 from backup_exporter.storage.local import LocalStorage
 from tests import servers
-from tests.cli_helpers import FAKE_MONGODUMP, backupctl, base_env
+from tests.cli_helpers import FAKE_MONGODUMP, backupctl, base_env, start_backupctl
 from tests.daemon_helpers import DaemonProcess, post, start_daemon
 
 PER_PLAN_GAUGES = [
@@ -310,6 +314,98 @@ def test_run_now_daemon_refuses_credentials_in_the_url(tmp_path: Path) -> None:
     assert result.returncode == 64, result.stderr
     assert "may not hold credentials" in result.stderr
     assert "S3cret" not in result.stderr + result.stdout
+
+
+def _get(url: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def test_metrics_answer_503_until_the_stored_status_is_loaded_never_zeros(  # type: ignore[no-untyped-def]
+        tmp_path: Path, daemons) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    finished = time.time() - 600
+    LocalStorage(store).write_status("main/_status.json", PlanStatus(
+        "main", last_attempt=Attempt(finished - 5, finished, 0, "success", size=10),
+        last_success=Attempt(finished - 5, finished, 0, "success", size=10)).to_json())
+    cfg = write_config(tmp_path / "c.yml", store, {"main": "0 3 * * *"})
+    away = tmp_path / "store-not-mounted"
+    store.rename(away)  # the volume is not mounted yet when the daemon starts
+    daemon = daemons(cfg)
+    code, headers, body = _get(f"{daemon.url}/metrics")
+    assert code == 503, body
+    assert b"not loaded yet" in body and b"does not exist" in body
+    assert headers.get("Retry-After")
+    assert _get(f"{daemon.url}/healthz")[0] == 200  # alive, just not able to tell yet
+    away.rename(store)
+    servers.wait_until(lambda: _get(f"{daemon.url}/metrics")[0] == 200, 15, "the status to load")
+    assert daemon.value("backup_last_success_timestamp_seconds", plan="main") == finished
+    next_run = daemon.value("backup_next_run_timestamp_seconds", plan="main")
+    assert next_run is not None and next_run > time.time()
+
+
+def test_metrics_negotiate_openmetrics_and_gzip(tmp_path: Path, daemons) -> None:  # type: ignore[no-untyped-def]
+    cfg = write_config(tmp_path / "c.yml", tmp_path / "store", {"main": "0 3 * * *"})
+    daemon = daemons(cfg)
+    code, headers, plain = _get(f"{daemon.url}/metrics")
+    assert code == 200 and headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    assert "Content-Encoding" not in headers
+    assert b'backup_runs_total{plan="main",result="success"} 0.0' in plain
+    code, headers, om = _get(f"{daemon.url}/metrics", Accept="application/openmetrics-text; version=1.0.0")
+    assert code == 200 and headers["Content-Type"].startswith("application/openmetrics-text")
+    assert om.endswith(b"# EOF\n")
+    assert b"# TYPE backup_runs counter" in om and b'backup_runs_total{plan="main",result="skipped"} 0.0' in om
+    code, headers, packed = _get(f"{daemon.url}/metrics", **{"Accept-Encoding": "gzip"})
+    assert code == 200 and headers["Content-Encoding"] == "gzip"
+    assert b"backup_last_success_timestamp_seconds{plan=\"main\"} 0.0" in gzip.decompress(packed)
+    code, headers, packed = _get(f"{daemon.url}/metrics", Accept="application/openmetrics-text; version=1.0.0",
+                                 **{"Accept-Encoding": "br;q=1.0, gzip;q=0.5"})
+    assert headers["Content-Encoding"] == "gzip" and gzip.decompress(packed).endswith(b"# EOF\n")
+    code, _, only = _get(f"{daemon.url}/metrics?name[]=backup_in_progress")
+    assert code == 200 and b"backup_in_progress{" in only and b"backup_runs_total" not in only
+
+
+def test_a_port_in_use_exits_69_naming_the_address(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "c.yml", tmp_path / "store", {"main": "0 3 * * *"})
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    try:
+        port = holder.getsockname()[1]
+        result = backupctl(["daemon", "--config", str(cfg), "--listen", f"127.0.0.1:{port}"], base_env())
+    finally:
+        holder.close()
+    assert result.returncode == 69, result.stderr
+    assert f"cannot listen on 127.0.0.1:{port} (--listen)" in result.stderr
+    assert "another process" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_run_now_daemon_exits_69_when_the_daemon_restarts_during_the_run(  # type: ignore[no-untyped-def]
+        tmp_path: Path, daemons) -> None:
+    cfg = write_config(tmp_path / "c.yml", tmp_path / "store", {"main": "0 3 * * *"})
+    env = {"FAKE_MONGODUMP_MODE": "sleepy", "FAKE_MONGODUMP_SECONDS": "20"}
+    first = daemons(cfg, **env)
+    client = start_backupctl(["run-now", "--config", str(cfg), "--daemon", first.url],
+                             base_env(BACKUP_API_TOKEN=TOKEN))
+    try:
+        servers.wait_until(lambda: first.value("backup_in_progress", plan="main") == 1, 15, "the run to start")
+        first.stop(signal.SIGKILL)
+        second = start_daemon(cfg, base_env(**env), tmp_path / "logs", port=first.port)
+        try:
+            _, stderr = client.communicate(timeout=60)
+        finally:
+            second.stop(signal.SIGKILL)
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+    assert client.returncode == 69, stderr
+    assert "restarted while run" in stderr and "backupctl status --plan main" in stderr
 
 
 def _alive(pid: int) -> bool:

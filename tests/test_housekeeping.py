@@ -11,16 +11,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry
 from pymongo import MongoClient
 
 from backup_exporter import config as config_module
 from backup_exporter.core import status
 from backup_exporter.core.errors import StorageError
+from backup_exporter.core.plan_state import PlanStates
 from backup_exporter.operations import housekeeping
 from backup_exporter.operations.run import run_backup
 from backup_exporter.repository import records
-from backup_exporter.serve.metrics import BackupMetrics
+from backup_exporter.serve.metrics import metrics_registry
 from backup_exporter.storage.azure import AzureStorage
 from backup_exporter.storage.local import LocalStorage
 from tests import dataset, servers
@@ -46,9 +46,9 @@ def test_the_restore_drill_restores_the_newest_backup_and_records_its_verdict(
                                "restore_check": {"schedule": "0 5 * * 0", "uri": scratch}}}}, {}, "test")
         plan = cfg.plans["main"]
         storage = AzureStorage(container, connection_string=azure_connection_string)
-        registry = CollectorRegistry()
-        metrics = BackupMetrics(registry, ["main"])
-        assert run_backup(plan, storage, metrics=metrics).exit_code == 0
+        metrics = PlanStates(["main"])
+        registry = metrics_registry(metrics)
+        assert run_backup(plan, storage, state=metrics).exit_code == 0
         assert housekeeping.run_restore_check(plan, storage, metrics) is True
         assert registry.get_sample_value("backup_last_restore_check_success", {"plan": "main"}) == 1
         assert (registry.get_sample_value("backup_last_restore_check_timestamp_seconds", {"plan": "main"}) or 0) > 0
@@ -75,8 +75,8 @@ def test_a_restore_drill_without_any_backup_fails_and_says_so(scratch: str, azur
         "storage": {"container": container, "connection_string": azure_connection_string},
         "plans": {"main": {"mongodb_uri": "mongodb://127.0.0.1:1/", "restore_check": {"uri": scratch}}}}, {}, "t")
     storage = AzureStorage(container, connection_string=azure_connection_string)
-    registry = CollectorRegistry()
-    metrics = BackupMetrics(registry, ["main"])
+    metrics = PlanStates(["main"])
+    registry = metrics_registry(metrics)
     assert housekeeping.run_restore_check(cfg.plans["main"], storage, metrics) is False
     assert registry.get_sample_value("backup_last_restore_check_success", {"plan": "main"}) == 0
     assert "has no backup" in records.load(storage, "main/_status.json", "main").restore_check["message"]
@@ -155,8 +155,8 @@ def test_a_restore_drill_stopped_by_shutdown_records_nothing(scratch: str, azure
         del os.environ["FAKE_MONGODUMP_MODE"]
     stopping = threading.Event()
     stopping.set()
-    registry = CollectorRegistry()
-    metrics = BackupMetrics(registry, ["main"])
+    metrics = PlanStates(["main"])
+    registry = metrics_registry(metrics)
     assert housekeeping.run_restore_check(plan, storage, metrics, stopping) is False
     assert records.load(storage, "main/_status.json", "main").restore_check == {}
     assert registry.get_sample_value("backup_last_restore_check_timestamp_seconds", {"plan": "main"}) == 0

@@ -295,25 +295,24 @@ def test_off_a_terminal_run_now_prints_no_progress_line(tmp_path: Path) -> None:
 
 def test_a_crashing_after_backup_step_does_not_turn_a_stored_backup_into_a_failure(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from prometheus_client import CollectorRegistry
-
     from backup_exporter import config as config_module
+    from backup_exporter.core.plan_state import PlanStates
     from backup_exporter.operations.run import RunOutcome, run_backup
-    from backup_exporter.serve.metrics import BackupMetrics
+    from backup_exporter.serve.metrics import metrics_registry
     from backup_exporter.storage.local import LocalStorage
 
     cfg = config_module.from_mapping({
         "storage": {"type": "local", "path": str(tmp_path)},
         "plans": {"main": {"mongodb_uri": "mongodb://127.0.0.1:1/", "engine": "mongodump",
                            "mongodump_path": FAKE_MONGODUMP}}}, {}, "test")
-    registry = CollectorRegistry()
-    metrics = BackupMetrics(registry, ["main"])
+    metrics = PlanStates(["main"])
+    registry = metrics_registry(metrics)
 
     def broken_retention(_outcome: RunOutcome) -> None:
         raise RuntimeError("bug in retention")
 
     monkeypatch.setenv("FAKE_MONGODUMP_MODE", "ok")  # read by the real fake-mongodump child process
-    outcome = run_backup(cfg.plans["main"], LocalStorage(tmp_path), metrics=metrics, after_success=broken_retention)
+    outcome = run_backup(cfg.plans["main"], LocalStorage(tmp_path), state=metrics, after_success=broken_retention)
     assert (outcome.result, outcome.exit_code) == ("success", 0), outcome.message
     assert list(tmp_path.glob("main/*.archive.gz"))
     assert registry.get_sample_value("backup_runs_total", {"plan": "main", "result": "success"}) == 1

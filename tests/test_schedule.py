@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -73,3 +74,75 @@ def test_bad_expressions_say_which_field_is_wrong(expression: str, words: str) -
 def test_an_unknown_timezone_is_named() -> None:
     with pytest.raises(CronError, match="unknown time zone 'Mars/Olympus'"):
         parse_cron("0 0 * * *", "Mars/Olympus")
+
+
+@pytest.mark.parametrize(("expression", "before", "expected"), [
+    # The last minute of the last matching day, not its first hour.
+    ("* * 1,2 * *", datetime(2027, 3, 15, 12, 0, tzinfo=UTC), datetime(2027, 3, 2, 23, 59, tzinfo=UTC)),
+    # A leap day three years back is found, and quickly.
+    ("0 0 29 2 *", datetime(2027, 3, 15, 12, 0, tzinfo=UTC), datetime(2024, 2, 29, 0, 0, tzinfo=UTC)),
+    # A slot exactly at `before` counts.
+    ("0 12 * * *", datetime(2027, 3, 15, 12, 0, tzinfo=UTC), datetime(2027, 3, 15, 12, 0, tzinfo=UTC)),
+    ("0 12 * * *", datetime(2027, 3, 15, 11, 59, 59, tzinfo=UTC), datetime(2027, 3, 14, 12, 0, tzinfo=UTC)),
+    # Day-of-month OR day-of-week: Sunday 14 March comes before the 1st.
+    ("0 0 1 * 0", datetime(2027, 3, 15, 12, 0, tzinfo=UTC), datetime(2027, 3, 14, 0, 0, tzinfo=UTC)),
+])
+def test_previous_run_matches_crontab(expression: str, before: datetime, expected: datetime) -> None:
+    started = time.monotonic()
+    assert parse_cron(expression).previous_run(before) == expected
+    assert time.monotonic() - started < 0.5
+
+
+def test_a_day_field_starting_with_a_star_ands_the_day_fields() -> None:
+    # crontab(5): "*/2" counts as unrestricted, so this is Mondays that fall on odd days, not their union.
+    runs = parse_cron("0 0 */2 * 1").next_runs(NOW, 3)
+    assert [r.strftime("%a %m-%d") for r in runs] == ["Mon 12-07", "Mon 12-21", "Mon 01-11"]
+
+
+def test_a_run_in_the_skipped_spring_hour_runs_when_the_clocks_jump() -> None:
+    runs = parse_cron("30 2 * * *", "Europe/Berlin").next_runs(datetime(2026, 3, 28, 12, 0, tzinfo=UTC), 2)
+    # 29 March 02:30 Berlin does not exist: the run comes at 03:00 CEST (01:00 UTC), as cron(8) runs it.
+    assert [r.strftime("%m-%dT%H:%M") for r in runs] == ["03-29T01:00", "03-30T00:30"]
+
+
+def test_a_fixed_time_run_in_the_repeated_autumn_hour_runs_once() -> None:
+    schedule = parse_cron("30 2 * * *", "Europe/Berlin")
+    runs = schedule.next_runs(datetime(2026, 10, 24, 12, 0, tzinfo=UTC), 2)
+    # 25 October 02:30 Berlin happens twice (00:30 and 01:30 UTC): the backup runs at the first only.
+    assert [r.strftime("%m-%dT%H:%M") for r in runs] == ["10-25T00:30", "10-26T01:30"]
+    assert schedule.previous_run(datetime(2026, 10, 25, 3, 0, tzinfo=UTC)) == datetime(2026, 10, 25, 0, 30, tzinfo=UTC)
+
+
+def test_a_wildcard_hour_schedule_runs_in_both_repeated_hours() -> None:
+    runs = parse_cron("0 * * * *", "Europe/Berlin").next_runs(datetime(2026, 10, 24, 23, 30, tzinfo=UTC), 3)
+    # 02:00 CEST (00:00 UTC) and 02:00 CET (01:00 UTC) are both hours of the day: both run.
+    assert [r.strftime("%H:%M") for r in runs] == ["00:00", "01:00", "02:00"]
+
+
+def test_a_plan_timezone_applies_to_the_previous_run() -> None:
+    schedule = parse_cron("0 2 * * *", "America/New_York")
+    assert schedule.previous_run(datetime(2026, 7, 1, 5, 59, tzinfo=UTC)) == datetime(2026, 6, 30, 6, 0, tzinfo=UTC)
+
+
+def test_the_apscheduler_trigger_fires_at_the_croniter_times() -> None:
+    schedule = parse_cron("0 0 1,15 * 0", "Europe/Berlin")
+    trigger = schedule.trigger()
+    fire = trigger.get_next_fire_time(None, NOW)
+    fires = []
+    for _ in range(3):
+        fires.append(fire)
+        fire = trigger.get_next_fire_time(fire, fire)
+    assert [f.astimezone(UTC) for f in fires] == schedule.next_runs(NOW, 3)
+    # A `now` exactly on a slot fires at that slot.
+    assert trigger.get_next_fire_time(None, fires[1]) == fires[1]
+
+
+def test_a_schedule_that_never_fires_is_refused() -> None:
+    with pytest.raises(CronError, match="'0 0 31 2 \\*' never fires"):
+        parse_cron("0 0 31 2 *")
+
+
+@pytest.mark.parametrize("expression", ["0 0 L * *", "0 0 ? * *", "0 0 * * mon#2", "0 0 1W * *"])
+def test_croniter_extensions_outside_crontab_are_refused(expression: str) -> None:
+    with pytest.raises(CronError):
+        parse_cron(expression)

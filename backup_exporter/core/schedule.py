@@ -1,20 +1,29 @@
-"""Cron schedules with exactly the meaning of crontab(5), turned into APScheduler 3.x triggers.
+"""Cron schedules with exactly the meaning of crontab(5): the arithmetic is croniter's, the trigger APScheduler's.
 
-APScheduler's own ``CronTrigger.from_crontab`` numbers weekdays from Monday and ANDs day-of-month with
-day-of-week; crontab numbers them from Sunday (0 and 7) and runs when *either* restricted day field
-matches. So every field is parsed here into an explicit list of values and handed over by name.
+croniter computes every fire time (next and previous; crontab's day-of-month-OR-day-of-week rule; 0 and 7
+for Sunday; month and day names; ranges and steps). What is still hand-written here, and why:
+
+* Validation of each field (``_check_field``): croniter's errors do not say which field is wrong
+  ("[61 * * * *] is not acceptable, out of range"), and it accepts extensions crontab(5) does not have
+  (seconds and year fields, ``L``, ``W``, ``#``, ``?``), which a plan must not depend on.
+* The DOM/DOW rule's edge: in crontab(5) a day field that *starts with* ``*`` (``*/2``) counts as
+  unrestricted, so the two day fields are ANDed; croniter ORs unless told (``day_or=False``).
+* The fall-back hour: cron(8) runs a fixed-time job (no ``*`` in its minute or hour field) once when the
+  clocks go back, croniter returns both instants of the repeated wall-clock time; the second is dropped.
+* ``_CronTrigger``: the few lines that let APScheduler 3.x ask croniter for the next fire time, so the daemon
+  fires exactly when ``next_runs`` says (APScheduler's own ``CronTrigger.from_crontab`` numbers weekdays from
+  Monday and always ANDs the day fields).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.combining import OrTrigger
-from apscheduler.triggers.cron import CronTrigger
+from croniter import CroniterBadDateError, croniter
 
 MACROS = {
     "@yearly": "0 0 1 1 *",
@@ -27,6 +36,9 @@ MACROS = {
 }
 MONTHS = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
 DAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
+# How far croniter looks for a match before giving up: leap days repeat every 4 years (8 across a century
+# boundary), so 0 0 29 2 * is always found.
+_SEARCH_YEARS = 9
 
 
 @dataclass(frozen=True)
@@ -64,7 +76,8 @@ def _value(token: str, field: _Field) -> int:
     return value
 
 
-def _expand(text: str, field: _Field) -> list[int]:
+def _check_field(text: str, field: _Field) -> list[int]:
+    """Return the values a crontab field selects. Raises CronError naming the field and what is wrong."""
     values: set[int] = set()
     for part in text.split(","):
         if not part:
@@ -90,61 +103,74 @@ def _expand(text: str, field: _Field) -> list[int]:
     return sorted(values)
 
 
+class _CronTrigger(BaseTrigger):  # type: ignore[misc]
+    """An APScheduler 3.x trigger that fires at the schedule's croniter times."""
+
+    __slots__ = ("schedule",)
+
+    def __init__(self, schedule: CronSchedule) -> None:
+        self.schedule = schedule
+
+    def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime | None:
+        """Return the first fire time after the previous one (or at or after `now`), or None if never."""
+        after = previous_fire_time if previous_fire_time is not None else now - timedelta(microseconds=1)
+        runs = self.schedule.next_runs(after, 1)
+        return runs[0].astimezone(self.schedule.timezone) if runs else None
+
+    def __str__(self) -> str:
+        return f"cron[{self.schedule.expression!r}, {self.schedule.timezone.key}]"
+
+
 @dataclass(frozen=True)
 class CronSchedule:
-    """A parsed crontab(5) expression in a time zone."""
+    """A validated crontab(5) expression in a time zone."""
 
-    expression: str
+    expression: str  # as the operator wrote it
     timezone: ZoneInfo
-    minutes: tuple[int, ...]
-    hours: tuple[int, ...]
-    days: tuple[int, ...]
-    months: tuple[int, ...]
-    weekdays: tuple[int, ...]  # 0 = Sunday ... 6 = Saturday
-    day_restricted: bool
-    weekday_restricted: bool
+    fields: str  # the five fields croniter reads (macros expanded, whitespace normalised)
+    day_or: bool  # both day fields restricted: a day matching either runs (crontab's OR rule)
+    fixed_time: bool  # no '*' in the minute or hour field: runs once when the clocks go back
 
     def trigger(self) -> BaseTrigger:
-        """Return an APScheduler 3.x trigger that fires exactly when crontab would."""
-        common = {
-            "minute": ",".join(map(str, self.minutes)),
-            "hour": ",".join(map(str, self.hours)),
-            "month": ",".join(map(str, self.months)),
-            "timezone": self.timezone,
-        }
-        weekday_names = ",".join(DAYS[d] for d in self.weekdays)
-        days = ",".join(map(str, self.days))
-        if self.day_restricted and self.weekday_restricted:
-            return OrTrigger([CronTrigger(day=days, **common), CronTrigger(day_of_week=weekday_names, **common)])
-        if self.weekday_restricted:
-            return CronTrigger(day_of_week=weekday_names, **common)
-        return CronTrigger(day=days, **common)
+        """Return an APScheduler 3.x trigger that fires exactly at ``next_runs``."""
+        return _CronTrigger(self)
+
+    def _iter(self, start: datetime) -> croniter:
+        return croniter(self.fields, start.astimezone(self.timezone), day_or=self.day_or,
+                        max_years_between_matches=_SEARCH_YEARS)
+
+    def _repeated(self, fire: datetime) -> bool:
+        """Return True for the second instant of a repeated wall-clock time of a fixed-time schedule."""
+        if not self.fixed_time:
+            return False
+        local = fire.astimezone(self.timezone)
+        first = local.replace(tzinfo=None).replace(tzinfo=self.timezone, fold=0)
+        return first.utcoffset() != local.utcoffset()
 
     def next_runs(self, after: datetime, count: int = 3) -> list[datetime]:
-        """Return the next `count` fire times strictly after `after` (tz-aware), in UTC."""
-        trigger = self.trigger()
+        """Return the next `count` fire times strictly after `after` (tz-aware), in UTC (fewer if never)."""
+        it = self._iter(after)
         runs: list[datetime] = []
-        previous: datetime | None = None
-        now = after + timedelta(microseconds=1)
-        while len(runs) < count:
-            fire = trigger.get_next_fire_time(previous, now)
-            if fire is None:
-                break
-            runs.append(fire.astimezone(ZoneInfo("UTC")))
-            previous = fire
-            now = fire + timedelta(microseconds=1)
+        try:
+            while len(runs) < count:
+                fire: datetime = it.get_next(datetime)
+                if not self._repeated(fire):
+                    runs.append(fire.astimezone(UTC))
+        except CroniterBadDateError:
+            pass  # no further match (e.g. 31 February): the schedule never fires again
         return runs
 
-    def previous_run(self, before: datetime, horizon: timedelta = timedelta(days=400)) -> datetime | None:
-        """Return the latest fire time at or before `before` (UTC), or None within `horizon`."""
-        # Walk forward from a coarse start; schedules fire at most once a minute, so bisect by day windows.
-        start = before - timedelta(days=1)
-        while start > before - horizon:
-            runs = [r for r in self.next_runs(start - timedelta(microseconds=1), 1500) if r <= before]
-            if runs:
-                return runs[-1]
-            start -= timedelta(days=31)
-        return None
+    def previous_run(self, before: datetime) -> datetime | None:
+        """Return the latest fire time at or before `before` (tz-aware), in UTC; None if there is none."""
+        # croniter's get_prev is strictly before its start; fire times are whole minutes.
+        it = self._iter(before + timedelta(microseconds=1))
+        try:
+            while True:
+                fire: datetime = it.get_prev(datetime)
+                if not self._repeated(fire):
+                    return fire.astimezone(UTC)
+        except CroniterBadDateError:
+            return None
 
 
 def parse_cron(expression: str, timezone: str = "UTC") -> CronSchedule:
@@ -160,9 +186,13 @@ def parse_cron(expression: str, timezone: str = "UTC") -> CronSchedule:
     parts = text.split(" ")
     if len(parts) != 5:
         raise CronError(f"'{expression}' has {len(parts)} fields, expected 5 (minute hour day month weekday)")
-    expanded = [_expand(part, field) for part, field in zip(parts, FIELDS, strict=True)]
-    weekdays = sorted({d % 7 for d in expanded[4]})
-    return CronSchedule(
-        expression=expression, timezone=zone, minutes=tuple(expanded[0]), hours=tuple(expanded[1]),
-        days=tuple(expanded[2]), months=tuple(expanded[3]), weekdays=tuple(weekdays),
-        day_restricted=not parts[2].startswith("*"), weekday_restricted=not parts[4].startswith("*"))
+    for part, field in zip(parts, FIELDS, strict=True):
+        _check_field(part, field)
+    schedule = CronSchedule(
+        expression=expression, timezone=zone, fields=text.lower(),
+        day_or=not parts[2].startswith("*") and not parts[4].startswith("*"),
+        fixed_time=not parts[0].startswith("*") and not parts[1].startswith("*"))
+    # Whether a day ever exists does not depend on when one looks; a fixed start keeps this pure.
+    if not schedule.next_runs(datetime(2000, 1, 1, tzinfo=UTC), 1):
+        raise CronError(f"'{expression}' never fires (no such day in any month it names)")
+    return schedule

@@ -11,18 +11,18 @@ from datetime import UTC, datetime
 from backup_exporter.config import Config, PlanConfig
 from backup_exporter.core import naming
 from backup_exporter.core.errors import BackupError, Interrupted
+from backup_exporter.core.plan_state import PlanStates
 from backup_exporter.operations.prune import PruneReport, prune
 from backup_exporter.operations.restore import restore_latest_check
 from backup_exporter.operations.run import RunOutcome
 from backup_exporter.repository import records
-from backup_exporter.serve.metrics import BackupMetrics
 from backup_exporter.storage.base import Storage
 from backup_exporter.system.logs import event, plan_logger
 
 log = logging.getLogger(__name__)
 
 
-def refresh_stored(cfg: Config, storage: Storage, metrics: BackupMetrics, plans: list[str] | None = None) -> None:
+def refresh_stored(cfg: Config, storage: Storage, state: PlanStates, plans: list[str] | None = None) -> None:
     """Set backup_stored_backups/bytes from a listing of each plan's backups (never at scrape time)."""
     for plan in cfg.plans.values():
         if plans is not None and plan.name not in plans:
@@ -33,39 +33,39 @@ def refresh_stored(cfg: Config, storage: Storage, metrics: BackupMetrics, plans:
             log.warning("could not list the backups of plan %s: %s", plan.name, exc.message)
             continue
         ours = [b for b in listed if naming.time_of(b.name) is not None]
-        metrics.set_stored(plan.name, len(ours), sum(b.size for b in ours))
+        state.set_stored(plan.name, len(ours), sum(b.size for b in ours))
 
 
-def prune_plan(storage: Storage, plan: PlanConfig, metrics: BackupMetrics | None, *, dry_run: bool = False,
+def prune_plan(storage: Storage, plan: PlanConfig, state: PlanStates | None, *, dry_run: bool = False,
                now: datetime | None = None) -> PruneReport:
     """Apply the plan's retention policy; return the PruneReport. Raises StorageError."""
     report = prune(storage, plan.prefix, plan.name, plan.retention, now or datetime.now(UTC),
                              dry_run=dry_run)
-    if metrics is not None and not dry_run:
-        metrics.add_retention_deleted(plan.name, len(report.deleted))
-        metrics.set_stored(plan.name, len(report.kept), sum(d.size for d in report.kept))
+    if state is not None and not dry_run:
+        state.add_retention_deleted(plan.name, len(report.deleted))
+        state.set_stored(plan.name, len(report.kept), sum(d.size for d in report.kept))
     return report
 
 
 def after_success_hook(plan: PlanConfig, storage: Storage,
-                       metrics: BackupMetrics | None) -> Callable[[RunOutcome], None]:
+                       state: PlanStates | None) -> Callable[[RunOutcome], None]:
     """Return what runs after each successful backup: retention (if a policy is set), then storage totals."""
 
     def hook(_outcome: RunOutcome) -> None:
         plog = plan_logger(__name__, plan.name)
         if not plan.retention.is_empty:
-            report = prune_plan(storage, plan, metrics)
+            report = prune_plan(storage, plan, state)
             event(plog, logging.INFO, "retention", "retention (%s): kept %d, deleted %d",
                   plan.retention.describe(), len(report.kept), len(report.deleted))
-        elif metrics is not None:
+        elif state is not None:
             listed = [b for b in storage.list_backups(naming.plan_prefix(plan.prefix, plan.name))
                       if naming.time_of(b.name) is not None]
-            metrics.set_stored(plan.name, len(listed), sum(b.size for b in listed))
+            state.set_stored(plan.name, len(listed), sum(b.size for b in listed))
 
     return hook
 
 
-def run_restore_check(plan: PlanConfig, storage: Storage, metrics: BackupMetrics | None,
+def run_restore_check(plan: PlanConfig, storage: Storage, state: PlanStates | None,
                       cancel: threading.Event | None = None) -> bool:
     """Restore the plan's newest backup into its scratch URI, compare counts, record; return success.
 
@@ -91,9 +91,8 @@ def run_restore_check(plan: PlanConfig, storage: Storage, metrics: BackupMetrics
         records.save_restore_check(storage, key, verdict)
     except BackupError as exc:
         log.warning("could not record the restore check of plan %s: %s", plan.name, exc.message)
-    if metrics is not None:
-        metrics.restore_check_time.labels(plan.name).set(now)
-        metrics.restore_check_success.labels(plan.name).set(1 if ok else 0)
+    if state is not None:
+        state.set_restore_check(plan.name, now, ok)
     event(plog, logging.INFO if ok else logging.ERROR, "restore_check",
           "restore check %s: %s", "passed" if ok else "FAILED", message)
     return ok

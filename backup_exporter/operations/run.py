@@ -23,12 +23,12 @@ from backup_exporter import __version__
 from backup_exporter.config import PlanConfig
 from backup_exporter.core import naming, status
 from backup_exporter.core.cancel import CancelToken
-from backup_exporter.core.errors import BackupError, DumpFailed, ExitCode, Interrupted, LockHeld, StorageError
+from backup_exporter.core.errors import BackupError, DumpFailed, ExitCode, Interrupted, LockHeld
+from backup_exporter.core.plan_state import PlanStates
 from backup_exporter.engines.base import DumpInfo, Engine
 from backup_exporter.engines.mongodump import MongodumpEngine
 from backup_exporter.engines.process import NativeProcessEngine
 from backup_exporter.repository import records
-from backup_exporter.serve.metrics import BackupMetrics
 from backup_exporter.storage.base import Storage, Upload
 from backup_exporter.system.logs import event, plan_logger
 
@@ -146,7 +146,7 @@ def holder_description(trigger: str) -> str:
     return f"{socket.gethostname()} pid {os.getpid()} ({trigger})"
 
 
-def run_backup(plan: PlanConfig, storage: Storage, *, metrics: BackupMetrics | None = None,
+def run_backup(plan: PlanConfig, storage: Storage, *, state: PlanStates | None = None,
                cancel: CancelToken | None = None, trigger: str = "manual", progress: Progress | None = None,
                engine: Engine | None = None, after_success: Callable[[RunOutcome], None] | None = None,
                clock: Callable[[], datetime] = lambda: datetime.now(UTC), grace_seconds: float = 10.0) -> RunOutcome:
@@ -154,7 +154,7 @@ def run_backup(plan: PlanConfig, storage: Storage, *, metrics: BackupMetrics | N
     KeyboardInterrupt/SystemExit propagate, after the run was aborted and recorded).
 
     A run that finds the plan locked is 'skipped' (exit LOCKED) and records nothing. Every other outcome is
-    recorded in the plan's status object in storage (if storage is reachable) and in `metrics`.
+    recorded in the plan's status object in storage (if storage is reachable) and in `state`.
     `grace_seconds` is how long a cancelled dump tool gets between SIGTERM and SIGKILL.
     """
     log = plan_logger(__name__, plan.name)
@@ -167,32 +167,31 @@ def run_backup(plan: PlanConfig, storage: Storage, *, metrics: BackupMetrics | N
     try:
         storage.ping()  # a clear "container missing / directory not mounted" before anything else
         with storage.lock(lock, holder_description(trigger)):
-            return _locked_run(plan, storage, metrics, cancel, progress, engine, after_success, started_at, clock,
+            return _locked_run(plan, storage, state, cancel, progress, engine, after_success, started_at, clock,
                                log, grace_seconds)
     except LockHeld as exc:
-        if metrics is not None:
-            metrics.run_skipped(plan.name)
+        if state is not None:
+            state.run_skipped(plan.name)
         event(log, logging.WARNING, "skipped", "run skipped: %s", exc.message, exit_code=int(ExitCode.LOCKED))
         return RunOutcome(plan.name, "skipped", ExitCode.LOCKED, exc.message, started, clock().timestamp())
     except BackupError as exc:
         # The lock itself could not be taken (storage down): nothing ran, nothing can be recorded there.
-        if metrics is not None:
-            metrics.run_started(plan.name, started)
-            metrics.last_exit_code.labels(plan.name).set(exc.exit_code)
-            metrics.run_finished(plan.name, status.FAILURE)
+        if state is not None:
+            state.run_started(plan.name, started)
+            state.run_finished(plan.name, status.FAILURE, exc.exit_code)
         event(log, logging.ERROR, status.FAILURE, "backup failed: %s", exc.message, exit_code=exc.exit_code)
         return RunOutcome(plan.name, status.FAILURE, exc.exit_code, exc.message, started, clock().timestamp())
 
 
-def _locked_run(plan: PlanConfig, storage: Storage, metrics: BackupMetrics | None, cancel: CancelToken,
+def _locked_run(plan: PlanConfig, storage: Storage, state: PlanStates | None, cancel: CancelToken,
                 progress: Progress, engine: Engine | None, after_success: Callable[[RunOutcome], None] | None,
                 started_at: datetime, clock: Callable[[], datetime],
                 log: logging.LoggerAdapter[logging.Logger], grace_seconds: float) -> RunOutcome:
     started = started_at.timestamp()
     status_key = naming.status_name(plan.prefix, plan.name)
     name = naming.backup_name(plan.prefix, plan.name, _name_time(storage, status_key, plan.name, started_at))
-    if metrics is not None:
-        metrics.run_started(plan.name, started)
+    if state is not None:
+        state.run_started(plan.name, started)
     why = "given by the caller"
     if engine is None:
         engine, why = select_engine(plan, grace_seconds)
@@ -211,7 +210,7 @@ def _locked_run(plan: PlanConfig, storage: Storage, metrics: BackupMetrics | Non
             raise cancel.error()
         upload = storage.start_upload(name)
         progress.upload = upload
-        on_bytes = (lambda n: metrics.add_uploaded(plan.name, n)) if metrics is not None else None
+        on_bytes = (lambda n: state.add_uploaded(plan.name, n)) if state is not None else None
         sink = ArchiveSink(upload, progress, on_bytes)
         try:
             info = engine.dump(sink, cancel)
@@ -245,7 +244,7 @@ def _locked_run(plan: PlanConfig, storage: Storage, metrics: BackupMetrics | Non
         result = status.INTERRUPTED if isinstance(error, Interrupted) else status.FAILURE
         outcome = RunOutcome(plan.name, result, error.exit_code, error.message, started, clock().timestamp(),
                              engine=engine.name)
-        _record(storage, status_key, plan.name, outcome, metrics, log)
+        _record(storage, status_key, plan.name, outcome, state, log)
         event(log, logging.ERROR, result, "backup %s (exit %d): %s",
               "interrupted" if result == status.INTERRUPTED else "failed", error.exit_code, error.message,
               exit_code=error.exit_code)
@@ -257,7 +256,7 @@ def _locked_run(plan: PlanConfig, storage: Storage, metrics: BackupMetrics | Non
             timer.cancel()
     outcome = RunOutcome(plan.name, status.SUCCESS, 0, f"stored {name}", started, finished_at.timestamp(),
                          name=name, size=sink.size, sha256=sink.sha256.hexdigest(), engine=info.engine)
-    _record(storage, status_key, plan.name, outcome, metrics, log)
+    _record(storage, status_key, plan.name, outcome, state, log)
     event(log, logging.INFO, "succeeded", "backup stored: %s (%d bytes in %.1f s)", name, sink.size,
           outcome.finished - outcome.started, exit_code=0, size=sink.size, backup=name,
           duration=round(outcome.finished - outcome.started, 3))
@@ -279,31 +278,41 @@ def _name_time(storage: Storage, status_key: str, plan: str, started_at: datetim
     stay unique and in order; a commit never replaces an existing backup."""
     try:
         previous = records.load(storage, status_key, plan).last_success
-    except StorageError:
-        return started_at  # the commit itself refuses a name that is taken
+    except BackupError:
+        # Any refusal (unreachable, credentials, unreadable record): the commit itself refuses a taken name,
+        # and the dump, the upload or the commit will report the storage problem if it persists.
+        return started_at
     newest = naming.time_of(previous.name) if previous is not None and previous.name else None
     if newest is not None and started_at.replace(microsecond=0) <= newest:
         return newest + timedelta(seconds=1)
     return started_at
 
 
-def _record(storage: Storage, key: str, plan: str, outcome: RunOutcome, metrics: BackupMetrics | None,
+def _record(storage: Storage, key: str, plan: str, outcome: RunOutcome, state: PlanStates | None,
             log: logging.LoggerAdapter[logging.Logger]) -> None:
+    """Write the run's result into the plan's status record and `state`. Never raises (but for
+    KeyboardInterrupt/SystemExit): a committed backup stays a success when its record cannot be written."""
     attempt = status.Attempt(started=outcome.started, finished=outcome.finished, exit_code=outcome.exit_code,
                              result=outcome.result, message=outcome.message, name=outcome.name, size=outcome.size,
                              sha256=outcome.sha256, engine=outcome.engine)
     new_status: status.PlanStatus | None = None
+    problem = ""
     try:
         new_status = records.update(storage, key, plan, lambda current: current.recorded(attempt))
-    except StorageError as exc:
-        event(log, logging.ERROR, "status_failed", "could not record the run's result in storage: %s", exc.message)
+    except BackupError as exc:  # StorageError, AuthenticationFailed, a lost lease ...: all of storage's refusals
+        problem = exc.message
+    except Exception as exc:
+        log.exception("internal error while recording the run's result")
+        problem = f"internal error: {type(exc).__name__}: {exc}"
+    if problem:
         if outcome.result == status.SUCCESS:
-            outcome.result, outcome.exit_code = status.FAILURE, int(ExitCode.STORAGE)
-            outcome.message = f"backup {outcome.name} stored, but its result could not be recorded: {exc.message}"
-    if metrics is not None:
+            event(log, logging.ERROR, "status_failed", "backup %s is stored, but its result could not be "
+                  "recorded in storage (other processes and `backupctl status` do not see it yet): %s",
+                  outcome.name, problem)
+        else:
+            event(log, logging.ERROR, "status_failed", "could not record the run's result in storage: %s", problem)
+    if state is not None:
         if new_status is None:
             # Unrecorded: show this attempt; the last-success gauges move only if the backup itself is stored.
-            new_status = status.PlanStatus(plan).recorded(attempt)
-        metrics.apply_status(new_status)
-        metrics.last_exit_code.labels(plan).set(outcome.exit_code)
-        metrics.run_finished(plan, outcome.result)
+            new_status = (state.get(plan).record or status.PlanStatus(plan)).recorded(attempt)
+        state.run_finished(plan, outcome.result, outcome.exit_code, new_status)

@@ -13,6 +13,9 @@ from typing import Any
 
 from backup_exporter.core.errors import BackupError, ExitCode, UsageError
 
+# How long a daemon may stay unreachable while a run is awaited (a restart) before run-now gives up (exit 69).
+RECONNECT_SECONDS = 30.0
+
 
 def _request(url: str, method: str, token: str | None, timeout: float = 10) -> tuple[int, Any]:
     """Return (HTTP status, parsed JSON body or None). Raises BackupError (UNAVAILABLE) when the daemon
@@ -48,7 +51,11 @@ def _object(body: Any, what: str, base: str) -> dict[str, Any]:
 
 
 def run_via_daemon(base_url: str, plan: str | None, *, poll_seconds: float = 1.0, timeout: float | None = None) -> int:
-    """Start a run of `plan` in the daemon, wait for it, print its result; return the run's exit code."""
+    """Start a run of `plan` in the daemon, wait for it, print its result; return the run's exit code.
+
+    Raises BackupError: UNAVAILABLE when the daemon cannot be reached, refuses to start the run (shutdown),
+    or restarted (or stayed away RECONNECT_SECONDS) while the run went on, so its result is unknown here;
+    LOCKED when the plan is already running; TIMEOUT after `timeout` seconds."""
     try:
         parts = urllib.parse.urlsplit(base_url)
         hostname = parts.hostname
@@ -86,17 +93,30 @@ def run_via_daemon(base_url: str, plan: str | None, *, poll_seconds: float = 1.0
         raise BackupError(f"the daemon did not start the run: {message}", ExitCode.USAGE)
     run_id = _object(body, "the run request", base).get("id")
     deadline = None if timeout is None else time.monotonic() + timeout
+    last_answer = time.monotonic()
     while deadline is None or time.monotonic() < deadline:
         time.sleep(poll_seconds)
-        _, status = _request(f"{base}/api/v1/status", "GET", token)
+        try:
+            _, status = _request(f"{base}/api/v1/status", "GET", token)
+        except BackupError as exc:
+            # A daemon being restarted (rolling update, kill -9 and restart) is away for a few seconds: keep
+            # asking, so that the outcome is "restarted" rather than a guess.
+            if time.monotonic() - last_answer < RECONNECT_SECONDS:
+                continue
+            raise BackupError(f"{exc.message} while run {run_id} of plan '{plan}' was going; its result is "
+                              f"unknown here (see `backupctl status --plan {plan}`)", ExitCode.UNAVAILABLE) from None
+        last_answer = time.monotonic()
         runs = _object(status, "/api/v1/status", base).get("runs", [])
         run = next((r for r in runs if isinstance(r, dict) and r.get("id") == run_id), None)
         if run is None:
-            raise BackupError(f"the daemon forgot run {run_id} (restarted?)", ExitCode.SOFTWARE)
+            # Runs live in the daemon's memory: a daemon that restarted has lost this one (stopped with it).
+            raise BackupError(f"the daemon at {base} restarted while run {run_id} of plan '{plan}' was going; "
+                              f"its result is unknown here (see `backupctl status --plan {plan}`)",
+                              ExitCode.UNAVAILABLE)
         if run.get("state") == "finished":
             if run["exit_code"] == 0:
                 print(f"{run['name']}\t{run['size']}\t{run['sha256']}")
             else:
                 print(f"backupctl: plan '{plan}': {run['message']}", file=sys.stderr)
             return int(run["exit_code"])
-    raise BackupError(f"timed out waiting for run {run_id}", ExitCode.SOFTWARE)
+    raise BackupError(f"timed out waiting for run {run_id}", ExitCode.TIMEOUT)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import signal
 import threading
@@ -11,13 +12,14 @@ from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
-from prometheus_client import CollectorRegistry, disable_created_metrics
+from prometheus_client import disable_created_metrics
 
 from backup_exporter.config import Config, parse_listen
 from backup_exporter.core.errors import BackupError, ExitCode, UsageError
+from backup_exporter.core.plan_state import PlanStates
 from backup_exporter.operations import housekeeping
 from backup_exporter.serve.http_server import MetricsServer, Unavailable
-from backup_exporter.serve.metrics import BackupMetrics
+from backup_exporter.serve.metrics import gauge_values, metrics_registry
 from backup_exporter.serve.scheduler import PlanScheduler, SchedulerClosed, missed_runs
 from backup_exporter.storage.base import Storage
 from backup_exporter.storage.factory import open_storage
@@ -33,14 +35,17 @@ class Daemon:
         self.cfg = cfg
         self.storage = storage
         self.api_token = cfg.server.api_token
-        self.registry = CollectorRegistry()
-        self.metrics = BackupMetrics(self.registry, cfg.plans)
+        self.state = PlanStates(cfg.plans)
         for plan in cfg.plans.values():
-            self.metrics.max_age.labels(plan.name).set(plan.max_age_seconds)
+            self.state.set_max_age(plan.name, plan.max_age_seconds)
+        self.registry = metrics_registry(self.state)
         self.scheduler = PlanScheduler(
-            cfg, storage, self.metrics,
-            after_success=lambda plan: housekeeping.after_success_hook(plan, storage, self.metrics))
-        add_restore_check_jobs(self.scheduler, cfg, storage, self.metrics)
+            cfg, storage, self.state,
+            after_success=lambda plan: housekeeping.after_success_hook(plan, storage, self.state))
+        add_restore_check_jobs(self.scheduler, cfg, storage, self.state)
+        # Set once every plan's stored status has been loaded and the next runs are known: until then
+        # /metrics answers 503 rather than zeros that would read as "never succeeded".
+        self.loaded = threading.Event()
         self.storage_ok = False
         self.storage_checked = 0.0
         self.storage_error = "not checked yet"
@@ -54,6 +59,12 @@ class Daemon:
             return False, "scheduler is not running"
         if not self._refresher.is_alive():
             return False, "status refresher stopped"
+        return True, "ok"
+
+    def metrics_ready(self) -> tuple[bool, str]:
+        if not self.loaded.is_set():
+            why = self.storage_error or self.scheduler.refresh_error or "loading"
+            return False, f"the stored status is not loaded yet (storage {self.storage.describe()}: {why})"
         return True, "ok"
 
     def ready(self) -> tuple[bool, str]:
@@ -76,7 +87,7 @@ class Daemon:
     def status(self) -> dict[str, Any]:
         plans: dict[str, Any] = {}
         for name in self.cfg.plans:
-            plans[name] = {"running": self.scheduler.is_running(name), **self.metrics.snapshot(name)}
+            plans[name] = {"running": self.scheduler.is_running(name), **gauge_values(self.state.get(name))}
         return {"plans": plans, "runs": [r.as_dict() for r in self.scheduler.runs()],
                 "storage": self.storage.describe(), "ready": self.storage_ok}
 
@@ -95,10 +106,12 @@ class Daemon:
         if not self.check_storage():
             log.error("storage %s is not reachable: %s (will keep retrying; /readyz says 503)",
                       self.storage.describe(), self.storage_error)
-        self.scheduler.refresh_status()
+        loaded = self.storage_ok and self.scheduler.refresh_status()
         catch_up = missed_runs(self.cfg, self.storage, datetime.now(UTC)) if self.storage_ok else {}
         self.scheduler.start(catch_up)
-        housekeeping.refresh_stored(self.cfg, self.storage, self.metrics)
+        housekeeping.refresh_stored(self.cfg, self.storage, self.state)
+        if loaded:
+            self.loaded.set()
         self._refresher.start()
 
     def _refresh_loop(self) -> None:
@@ -106,9 +119,12 @@ class Daemon:
         while not self._stop.wait(interval):
             try:
                 self.check_storage()
-                if self.storage_ok:
-                    self.scheduler.refresh_status()
+                loaded = self.storage_ok and self.scheduler.refresh_status()
                 self.scheduler.update_next_runs()
+                if loaded and not self.loaded.is_set():
+                    housekeeping.refresh_stored(self.cfg, self.storage, self.state)
+                    self.loaded.set()
+                    log.info("stored status loaded: /metrics is served")
             except Exception:
                 log.exception("status refresh failed")
 
@@ -133,7 +149,7 @@ def cmd_daemon(args: argparse.Namespace, cfg: Config) -> int:
     try:
         server = MetricsServer(host, port, daemon)
     except OSError as exc:
-        raise BackupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", ExitCode.USAGE) from None
+        raise listen_error(host, port, exc, "--listen" if args.listen else "server.listen") from None
     stop = threading.Event()
     received: list[int] = []
 
@@ -164,12 +180,26 @@ def cmd_daemon(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
-def add_restore_check_jobs(scheduler: PlanScheduler, cfg: Config, storage: Storage, metrics: BackupMetrics) -> None:
+def listen_error(host: str, port: int, exc: OSError, source: str) -> BackupError:
+    """Return the error for an address the daemon cannot listen on, with its exit code: UNAVAILABLE when
+    another process holds the port (retrying later may work), NOPERM when the port needs privileges, and
+    USAGE or CONFIG (by where the address came from, `source`) when it is not an address of this host."""
+    reason = exc.strerror or str(exc)
+    where = f"cannot listen on {host}:{port} ({source})"
+    if exc.errno == errno.EADDRINUSE:
+        return BackupError(f"{where}: {reason}: another process (another daemon?) holds the port",
+                           ExitCode.UNAVAILABLE)
+    if exc.errno == errno.EACCES:
+        return BackupError(f"{where}: {reason}: ports below 1024 need privileges", ExitCode.NOPERM)
+    return BackupError(f"{where}: {reason}", ExitCode.USAGE if source == "--listen" else ExitCode.CONFIG)
+
+
+def add_restore_check_jobs(scheduler: PlanScheduler, cfg: Config, storage: Storage, state: PlanStates) -> None:
     """Schedule each plan's restore drill (off unless restore_check.schedule is set)."""
     for plan in cfg.plans.values():
         schedule = plan.restore_check.schedule
         if schedule is None:
             continue
         scheduler.extra_jobs.append(
-            (lambda p=plan: housekeeping.run_restore_check(p, storage, metrics, scheduler.stopping), schedule.trigger(),
+            (lambda p=plan: housekeeping.run_restore_check(p, storage, state, scheduler.stopping), schedule.trigger(),
              f"restore-check:{plan.name}"))

@@ -1,11 +1,15 @@
 """The daemon's HTTP endpoints: /metrics, /healthz, /readyz, and the run API.
 
-Scrapes only serialise the registry: nothing is listed or computed in storage at scrape time, so /metrics
-stays fast while a backup runs. The run API is off unless a bearer token is configured.
+Scrapes only serialise the registry (the metrics collector over the plans' live state): nothing is listed or
+computed in storage at scrape time, so /metrics stays fast while a backup runs. /metrics speaks
+prometheus-client's content negotiation (OpenMetrics when asked, gzip when accepted) and answers 503 until
+the daemon has loaded the stored status once, so a scrape right after a restart never shows zeros. The run
+API is off unless a bearer token is configured.
 """
 
 from __future__ import annotations
 
+import gzip
 import hmac
 import json
 import logging
@@ -13,8 +17,10 @@ import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
+from urllib.parse import parse_qs
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder, gzip_accepted
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +38,9 @@ class DaemonState(Protocol):
     api_token: str | None
 
     def healthy(self) -> tuple[bool, str]: ...
+
+    def metrics_ready(self) -> tuple[bool, str]:
+        """Return whether /metrics may be served (the stored status was loaded once), and why not."""
 
     def ready(self) -> tuple[bool, str]: ...
 
@@ -55,9 +64,12 @@ def make_handler(state: DaemonState) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: Any) -> None:
             log.debug("http %s", format % args)
 
-        def _send(self, code: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
+        def _send(self, code: int, body: bytes, content_type: str = "text/plain; charset=utf-8",
+                  headers: tuple[tuple[str, str], ...] = ()) -> None:
             self.send_response(code)
             self.send_header("Content-Type", content_type)
+            for name, value in headers:
+                self.send_header(name, value)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             if self.command != "HEAD":
@@ -67,9 +79,9 @@ def make_handler(state: DaemonState) -> type[BaseHTTPRequestHandler]:
             self._send(code, (json.dumps(data, indent=1) + "\n").encode(), "application/json")
 
         def do_GET(self) -> None:
-            path = self.path.split("?", 1)[0]
+            path, _, query = self.path.partition("?")
             if path == "/metrics":
-                self._send(200, generate_latest(state.registry), CONTENT_TYPE_LATEST)
+                self._metrics(query)
             elif path == "/healthz":
                 ok, why = state.healthy()
                 self._send(200 if ok else 503, (why + "\n").encode())
@@ -84,6 +96,23 @@ def make_handler(state: DaemonState) -> type[BaseHTTPRequestHandler]:
                 self._json(404, {"error": f"no such path: {path}"})
 
         do_HEAD = do_GET
+
+        def _metrics(self, query: str) -> None:
+            ready, why = state.metrics_ready()
+            if not ready:
+                self._send(503, f"metrics not ready: {why}\n".encode(), headers=(("Retry-After", "5"),))
+                return
+            encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+            registry: Any = state.registry
+            names = parse_qs(query).get("name[]")
+            if names:
+                registry = registry.restricted_registry(names)
+            body = encoder(registry)
+            headers: tuple[tuple[str, str], ...] = (("Vary", "Accept, Accept-Encoding"),)
+            if gzip_accepted(self.headers.get("Accept-Encoding", "")):
+                body = gzip.compress(body, compresslevel=6)
+                headers += (("Content-Encoding", "gzip"),)
+            self._send(200, body, content_type, headers)
 
         def do_POST(self) -> None:
             header = (self.headers.get("Content-Length") or "0").strip()

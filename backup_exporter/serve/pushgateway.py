@@ -42,10 +42,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from backup_exporter.config import PlanConfig, PushConfig
 from backup_exporter.core import naming, status
 from backup_exporter.core.errors import BackupError, ExitCode, PushFailed, UsageError
+from backup_exporter.core.plan_state import PlanStates
 from backup_exporter.core.redact import redact
 from backup_exporter.operations.run import RunOutcome
 from backup_exporter.repository import records
-from backup_exporter.serve.metrics import BackupMetrics
+from backup_exporter.serve.metrics import metrics_registry
 from backup_exporter.storage.base import Storage
 from backup_exporter.system.files import write_atomically
 from backup_exporter.system.logs import event, plan_logger
@@ -160,14 +161,13 @@ def build_registry(plan: PlanConfig, outcome: RunOutcome, stored: status.PlanSta
         exclude.update(SUCCESS_GAUGES)
     if record.last_attempt is None:
         exclude.update(ATTEMPT_GAUGES)
-    registry = CollectorRegistry()
-    metrics = BackupMetrics(registry, [plan.name], counters=False, exclude=exclude)
-    metrics.apply_status(record)
+    state = PlanStates([plan.name])
+    state.apply_status(record)
     if use_previous and previous_success is not None:
-        metrics.last_success.labels(plan.name).set(previous_success.get(SUCCESS_GAUGES[0], 0.0))
-        metrics.last_size.labels(plan.name).set(previous_success.get(SUCCESS_GAUGES[1], 0.0))
-    metrics.max_age.labels(plan.name).set(plan.max_age_seconds)
-    return registry
+        state.set_last_success(plan.name, previous_success.get(SUCCESS_GAUGES[0], 0.0),
+                               int(previous_success.get(SUCCESS_GAUGES[1], 0.0)))
+    state.set_max_age(plan.name, plan.max_age_seconds)
+    return metrics_registry(state, counters=False, exclude=exclude)
 
 
 # --- Pushgateway ------------------------------------------------------------------------------------------

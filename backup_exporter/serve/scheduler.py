@@ -25,9 +25,9 @@ from backup_exporter.config import Config, PlanConfig
 from backup_exporter.core import naming, status
 from backup_exporter.core.cancel import CancelToken
 from backup_exporter.core.errors import BackupError, ExitCode
+from backup_exporter.core.plan_state import PlanStates
 from backup_exporter.operations.run import Progress, RunOutcome, run_backup
 from backup_exporter.repository import records
-from backup_exporter.serve.metrics import BackupMetrics
 from backup_exporter.storage.base import Storage
 from backup_exporter.system.logs import event, plan_logger
 
@@ -66,13 +66,13 @@ class RunState:
 
 
 class PlanScheduler:
-    """Owns the APScheduler instance, the runs in flight, and the metrics they update."""
+    """Owns the APScheduler instance, the runs in flight, and the plans' live state they update."""
 
-    def __init__(self, cfg: Config, storage: Storage, metrics: BackupMetrics,
+    def __init__(self, cfg: Config, storage: Storage, state: PlanStates,
                  after_success: Callable[[PlanConfig], Callable[[RunOutcome], None] | None] | None = None) -> None:
         self.cfg = cfg
         self.storage = storage
-        self.metrics = metrics
+        self.state = state
         self.after_success = after_success
         self._plan_locks = {name: threading.Lock() for name in cfg.plans}
         self._runs: dict[str, RunState] = {}
@@ -90,6 +90,8 @@ class PlanScheduler:
             timezone=UTC)
         self.scheduler.add_listener(self._on_max_instances, EVENT_JOB_MAX_INSTANCES)
         self.extra_jobs: list[tuple[Callable[..., Any], Any, str]] = []
+        # Why the last refresh_status could not read a plan's record (for the daemon's 503 answer).
+        self.refresh_error = ""
 
     # -- lifecycle --------------------------------------------------------------------------------------
 
@@ -136,7 +138,7 @@ class PlanScheduler:
         for plan in self.cfg.plans:
             job = self.scheduler.get_job(f"backup:{plan}")
             if job is not None and job.next_run_time is not None:
-                self.metrics.next_run.labels(plan).set(job.next_run_time.timestamp())
+                self.state.set_next_run(plan, job.next_run_time.timestamp())
 
     # -- runs -------------------------------------------------------------------------------------------
 
@@ -170,7 +172,7 @@ class PlanScheduler:
     def _scheduled_run(self, plan: str) -> None:
         lock = self._plan_locks[plan]
         if not lock.acquire(blocking=False):
-            self.metrics.run_skipped(plan)
+            self.state.run_skipped(plan)
             event(plan_logger(__name__, plan), logging.WARNING, "skipped",
                   "scheduled run skipped: the previous run of this plan is still going")
             self.update_next_runs()
@@ -199,15 +201,14 @@ class PlanScheduler:
         plan = self.cfg.plans[run.plan]
         try:
             hook = self.after_success(plan) if self.after_success else None
-            outcome = run_backup(plan, self.storage, metrics=self.metrics, cancel=run.cancel,
+            outcome = run_backup(plan, self.storage, state=self.state, cancel=run.cancel,
                                  trigger=f"daemon {run.trigger}", progress=run.progress, after_success=hook,
                                  grace_seconds=self.cfg.server.grace_period_seconds * ENGINE_GRACE_SHARE)
         except Exception as exc:  # never let a bug kill the scheduler thread silently
             log.exception("internal error in run of plan %s", run.plan)
             now = time.time()
             outcome = RunOutcome(run.plan, status.FAILURE, ExitCode.SOFTWARE, f"internal error: {exc}", now, now)
-            self.metrics.last_exit_code.labels(run.plan).set(ExitCode.SOFTWARE)
-            self.metrics.run_finished(run.plan, status.FAILURE)
+            self.state.run_finished(run.plan, status.FAILURE, ExitCode.SOFTWARE)
         finally:
             lock.release()
             self.update_next_runs()
@@ -217,14 +218,14 @@ class PlanScheduler:
     def _on_max_instances(self, job_event: JobEvent) -> None:
         plan = job_event.job_id.split(":", 1)[-1]
         if plan in self.cfg.plans:
-            self.metrics.run_skipped(plan)
+            self.state.run_skipped(plan)
             event(plan_logger(__name__, plan), logging.WARNING, "skipped",
                   "scheduled run skipped: the previous run of this plan is still going")
 
     # -- shared truth -----------------------------------------------------------------------------------
 
     def refresh_status(self) -> bool:
-        """Reload every idle plan's stored status into the metrics; return True when storage answered."""
+        """Reload every idle plan's stored status into the live state; return True when storage answered."""
         ok = True
         for plan in self.cfg.plans.values():
             with self._runs_lock:
@@ -235,6 +236,7 @@ class PlanScheduler:
                 record = records.load(self.storage, naming.status_name(plan.prefix, plan.name), plan.name)
             except BackupError as exc:
                 ok = False
+                self.refresh_error = f"plan {plan.name}: {exc.message}"
                 log.warning("could not refresh the status of plan %s: %s", plan.name, exc.message)
                 continue
             with self._runs_lock:
@@ -242,7 +244,7 @@ class PlanScheduler:
                 # what was read): applying the read would turn the gauges back until the next refresh.
                 if self.is_running(plan.name) or self._generation[plan.name] != generation:
                     continue
-                self.metrics.apply_status(record)
+                self.state.apply_status(record)
         return ok
 
 

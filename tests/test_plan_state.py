@@ -1,0 +1,136 @@
+"""The plans' live state, the one metrics collector over it, and how a run's result reaches both.
+
+Runs use the real fake-mongodump tool and real local storage. Where storage must refuse the credentials,
+a LocalStorage subclass refuses only the status object (as Azure does with a SAS that expired between the
+commit and the record), everything else is the real backend.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from backup_exporter import config as config_module
+from backup_exporter.core.errors import AuthenticationFailed
+from backup_exporter.core.plan_state import PlanStates
+from backup_exporter.core.status import Attempt, PlanStatus
+from backup_exporter.operations import housekeeping
+from backup_exporter.operations.run import run_backup
+from backup_exporter.serve.metrics import GAUGES, gauge_values, metrics_registry
+from backup_exporter.storage.local import LocalStorage
+from tests.cli_helpers import FAKE_MONGODUMP
+
+
+class StatusRefused(LocalStorage):
+    """Local storage whose status objects are refused as an expired credential would be."""
+
+    def __init__(self, root: Path, *, reads: bool = False) -> None:
+        super().__init__(root)
+        self.reads = reads
+
+    def write_status(self, name: str, data: bytes) -> None:
+        raise AuthenticationFailed("storage refused the credentials (AuthenticationFailed: SAS expired)")
+
+    def read_status(self, name: str) -> bytes | None:
+        if self.reads:
+            raise AuthenticationFailed("storage refused the credentials (AuthenticationFailed: SAS expired)")
+        return super().read_status(name)
+
+
+def _plan(tmp_path: Path, **extra: object) -> config_module.PlanConfig:
+    cfg = config_module.from_mapping({
+        "storage": {"type": "local", "path": str(tmp_path)},
+        "plans": {"main": {"mongodb_uri": "mongodb://127.0.0.1:1/", "engine": "mongodump",
+                           "mongodump_path": FAKE_MONGODUMP, **extra}}}, {}, "test")
+    return cfg.plans["main"]
+
+
+@pytest.mark.parametrize("reads", [False, True], ids=["status-write-refused", "status-read-and-write-refused"])
+def test_a_committed_backup_whose_record_is_refused_is_one_success_and_retention_runs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, reads: bool) -> None:
+    monkeypatch.setenv("FAKE_MONGODUMP_MODE", "ok")  # read by the real fake-mongodump child process
+    plan = _plan(tmp_path, retention={"keep_last": 1})
+    storage = StatusRefused(tmp_path, reads=reads)
+    state = PlanStates(["main"])
+    hook_ran = threading.Event()
+    retention = housekeeping.after_success_hook(plan, storage, state)
+
+    def after_success(outcome):  # type: ignore[no-untyped-def]
+        hook_ran.set()
+        retention(outcome)
+
+    outcome = run_backup(plan, storage, state=state, after_success=after_success)
+    assert (outcome.result, outcome.exit_code) == ("success", 0), outcome.message
+    assert [p.name for p in tmp_path.glob("main/*.archive.gz")] == [outcome.name.rsplit("/", 1)[-1]]
+    snapshot = state.get("main")
+    assert (snapshot.runs("success"), snapshot.runs("failure"), snapshot.runs("skipped")) == (1, 0, 0)
+    assert snapshot.last_success == outcome.finished and snapshot.last_size == outcome.size
+    assert snapshot.last_exit_code == 0 and not snapshot.in_progress
+    assert hook_ran.is_set() and snapshot.stored_backups == 1
+    assert "is stored, but its result could not be recorded" in caplog.text
+    assert "SAS expired" in caplog.text
+
+
+def test_a_failed_run_whose_record_is_refused_keeps_the_last_success_it_knew(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    plan = _plan(tmp_path)
+    state = PlanStates(["main"])
+    monkeypatch.setenv("FAKE_MONGODUMP_MODE", "ok")
+    first = run_backup(plan, LocalStorage(tmp_path), state=state)
+    assert first.exit_code == 0
+    monkeypatch.setenv("FAKE_MONGODUMP_MODE", "fail")
+    failed = run_backup(plan, StatusRefused(tmp_path), state=state)
+    assert failed.result == "failure" and failed.exit_code == 1
+    snapshot = state.get("main")
+    assert snapshot.last_success == first.finished and snapshot.last_exit_code == 1
+    assert (snapshot.runs("success"), snapshot.runs("failure")) == (1, 1)
+
+
+def test_the_collector_shows_every_series_of_every_plan_from_the_state() -> None:
+    state = PlanStates(["a", "b"])
+    state.apply_status(PlanStatus("a").recorded(Attempt(100.0, 160.0, 0, "success", name="x", size=42)))
+    state.run_skipped("b")
+    state.add_uploaded("a", 5)
+    state.set_next_run("b", 2000.0)
+    registry = metrics_registry(state)
+    assert registry.get_sample_value("backup_last_success_timestamp_seconds", {"plan": "a"}) == 160
+    assert registry.get_sample_value("backup_last_duration_seconds", {"plan": "a"}) == 60
+    assert registry.get_sample_value("backup_last_size_bytes", {"plan": "a"}) == 42
+    assert registry.get_sample_value("backup_last_success_timestamp_seconds", {"plan": "b"}) == 0
+    assert registry.get_sample_value("backup_next_run_timestamp_seconds", {"plan": "b"}) == 2000
+    assert registry.get_sample_value("backup_runs_total", {"plan": "b", "result": "skipped"}) == 1
+    assert registry.get_sample_value("backup_uploaded_bytes_total", {"plan": "a"}) == 5
+    assert registry.get_sample_value("backup_exporter_build_info") is None  # it carries labels
+    families = {f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())}
+    assert set(GAUGES) <= set(families)
+    assert families["backup_runs"].type == "counter"
+    assert {s.labels["plan"] for s in families["backup_in_progress"].samples} == {"a", "b"}
+    assert gauge_values(state.get("a"))["backup_last_size_bytes"] == 42
+
+
+def test_the_pushgateway_collector_has_no_counters_and_leaves_out_what_it_is_told() -> None:
+    state = PlanStates(["a"])
+    text = generate_latest(metrics_registry(state, counters=False, exclude={"backup_in_progress"})).decode()
+    assert "backup_runs_total" not in text and "backup_uploaded_bytes_total" not in text
+    assert "backup_in_progress" not in text
+    assert 'backup_last_success_timestamp_seconds{plan="a"} 0.0' in text
+
+
+def test_concurrent_updates_are_never_lost() -> None:
+    state = PlanStates(["a"])
+
+    def work() -> None:
+        for _ in range(2000):
+            state.add_uploaded("a", 1)
+            state.run_skipped("a")
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert state.get("a").uploaded_bytes == 8000 and state.get("a").runs("skipped") == 8000
