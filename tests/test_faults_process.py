@@ -195,3 +195,39 @@ plans:
         finally:
             daemon.stop()
             mongo_client.drop_database(db)
+
+
+def test_a_run_killed_with_sigkill_shows_as_failed_and_the_next_run_records_it(
+        tmp_path: Path, mongo_client: MongoClient, mongo_uri: str) -> None:  # type: ignore[type-arg]
+    db = f"sk{uuid.uuid4().hex[:6]}"
+    mongo_client[db]["chunks"].insert_many([{"_id": i, "data": Binary(os.urandom(PAYLOAD))} for i in range(DOCS)])
+    try:
+        storage = tmp_path / "storage"
+        config = _local_config(tmp_path / "backup.yml", storage, db)
+        with fault_proxy(int(mongo_uri.split(":")[2].split("/")[0]), http=False) as proxy:
+            proxy.bandwidth(1 << 20)  # slow enough to be killed mid-dump
+            env = base_env(MONGODB_URI=f"mongodb://127.0.0.1:{proxy.port}/?directConnection=true")
+            run = subprocess.Popen([sys.executable, "-m", "backup_exporter.cli.main", "run-now", "--config",
+                                    str(config)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                   start_new_session=True)
+            status_file = storage / "main" / "_status.json"
+            servers.wait_until(lambda: status_file.exists() and "running" in status_file.read_text(), 30,
+                               "the run to record its start")
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait(10)
+            proxy.clear()
+            assert _archives(storage) == []
+            # The lock died with the process: `status` shows the attempt as the failure it was.
+            shown = backupctl(["status", "--json", "--config", str(config)], env)
+            assert shown.returncode == 0, shown.stderr
+            [row] = json.loads(shown.stdout)
+            assert row["last_exit_code"] == 137 and row["last_result"] == "failure"
+            assert "never finished" in row["last_message"]
+            # The next run records it as failed for good, then succeeds.
+            again = backupctl(["run-now", "--config", str(config)], env)
+            assert again.returncode == 0, again.stderr
+            assert "never finished" in again.stderr
+            record = _status(storage)
+            assert record["running"] is None and record["last_attempt"]["result"] == "success"
+    finally:
+        mongo_client.drop_database(db)

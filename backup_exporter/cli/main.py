@@ -158,6 +158,7 @@ def cmd_status(args: argparse.Namespace, cfg: Config) -> int:
     try:
         for plan in _selected_plans(cfg, args.plan):
             record = records.load(storage, naming.status_name(plan.prefix, plan.name), plan.name)
+            record = records.settle(storage, record, naming.lock_name(plan.prefix, plan.name))
             holder = storage.lock_holder(naming.lock_name(plan.prefix, plan.name))
             next_run = plan.schedule.next_runs(datetime.now(UTC), 1)
             success = record.last_success
@@ -171,6 +172,7 @@ def cmd_status(args: argparse.Namespace, cfg: Config) -> int:
                 "last_message": attempt.message if attempt else None,
                 "next_run": next_run[0].strftime("%Y-%m-%dT%H:%M:%SZ") if next_run else None,
                 "locked_by": holder,
+                "running_since": utc(record.running.started) if record.running else None,
             })
     finally:
         storage.close()
@@ -183,6 +185,8 @@ def cmd_status(args: argparse.Namespace, cfg: Config) -> int:
         code = "-" if r["last_exit_code"] is None else str(r["last_exit_code"])
         print(f"{r['plan']:16} {r['last_success'] or 'never':22} {age:9} {code:5} {r['next_run'] or '-':22} "
               f"{r['locked_by'] or 'free'}")
+        if r["last_exit_code"] not in (None, 0):
+            print(f"{'':16} last run: {r['last_result']} (exit {r['last_exit_code']}): {r['last_message']}")
     return 0
 
 

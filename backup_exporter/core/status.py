@@ -1,5 +1,9 @@
 """The per-plan run record kept in storage beside the backups (``<prefix>/<plan>/_status.json``).
 
+A run writes `running` when it starts (under the plan's lock) and replaces it with its result when it
+ends, so a run that was SIGKILLed, OOM-killed or lost with its node leaves a trace: a `running` attempt
+whose lock is free again is shown, and then recorded, as a failure with exit code 137.
+
 It is the one truth every process shares: the daemon loads it at start and refreshes it, so a restart or a
 ``backupctl run-now`` in another process shows in the metrics. A failed run replaces ``last_attempt`` but
 never ``last_success``.
@@ -8,12 +12,13 @@ never ``last_success``.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from backup_exporter.core.errors import StorageError
 
 SUCCESS, FAILURE, INTERRUPTED = "success", "failure", "interrupted"
+ABANDONED_EXIT_CODE = 137  # 128 + SIGKILL: what the OOM killer and a lost node look like from outside
 
 
 @dataclass
@@ -33,19 +38,49 @@ class Attempt:
         return max(0.0, self.finished - self.started)
 
 
+@dataclass(frozen=True)
+class Running:
+    """An attempt under way: when it started, who runs it, and the backup it is writing."""
+
+    started: float
+    holder: str  # host, pid and trigger of the process running it
+    name: str = ""
+    engine: str = ""
+
+
 @dataclass
 class PlanStatus:
     plan: str
     last_attempt: Attempt | None = None
     last_success: Attempt | None = None
     restore_check: dict[str, Any] = field(default_factory=dict)  # {"time": float, "success": bool, ...}
+    running: Running | None = None  # the attempt under way (or one that died without recording its end)
 
     def recorded(self, attempt: Attempt) -> PlanStatus:
-        """Return the status after `attempt`: last_success moves only when the attempt succeeded."""
+        """Return the status after `attempt`: last_success moves only when the attempt succeeded; the
+        attempt is no longer running."""
         return PlanStatus(
             plan=self.plan, last_attempt=attempt,
             last_success=attempt if attempt.result == SUCCESS else self.last_success,
             restore_check=dict(self.restore_check))
+
+    def starting(self, running: Running) -> PlanStatus:
+        """Return the status with `running` under way; an earlier attempt that never finished is first
+        recorded as the failure it was."""
+        settled = self.abandoned() if self.running is not None else self
+        return replace(settled, running=running, restore_check=dict(settled.restore_check))
+
+    def abandoned(self) -> PlanStatus:
+        """Return the status with its `running` attempt recorded as a failure (exit 137): call it when no
+        process holds the plan's lock any more, so the attempt can never finish."""
+        if self.running is None:
+            return self
+        run = self.running
+        attempt = Attempt(started=run.started, finished=run.started, exit_code=ABANDONED_EXIT_CODE,
+                          result=FAILURE, name="", engine=run.engine,
+                          message=f"the run started by {run.holder} never finished (killed: SIGKILL, out of "
+                                  "memory, or its node was lost); nothing was committed for it")
+        return self.recorded(attempt)
 
     def to_json(self) -> bytes:
         """Return the record of runs; the restore-check verdict lives in its own object (see load)."""
@@ -66,7 +101,8 @@ class PlanStatus:
                 plan=plan,
                 last_attempt=Attempt(**raw["last_attempt"]) if raw.get("last_attempt") else None,
                 last_success=Attempt(**raw["last_success"]) if raw.get("last_success") else None,
-                restore_check=dict(raw.get("restore_check") or {}))
+                restore_check=dict(raw.get("restore_check") or {}),
+                running=Running(**raw["running"]) if raw.get("running") else None)
         except (ValueError, TypeError, KeyError) as exc:
             raise StorageError(f"status record of plan '{plan}' is unreadable: {exc}") from None
 

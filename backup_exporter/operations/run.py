@@ -166,9 +166,10 @@ def run_backup(plan: PlanConfig, storage: Storage, *, state: PlanStates | None =
     lock = naming.lock_name(plan.prefix, plan.name)
     try:
         storage.ping()  # a clear "container missing / directory not mounted" before anything else
-        with storage.lock(lock, holder_description(trigger)):
+        holder = holder_description(trigger)
+        with storage.lock(lock, holder):
             return _locked_run(plan, storage, state, cancel, progress, engine, after_success, started_at, clock,
-                               log, grace_seconds)
+                               log, grace_seconds, holder)
     except LockHeld as exc:
         if state is not None:
             state.run_skipped(plan.name)
@@ -186,7 +187,7 @@ def run_backup(plan: PlanConfig, storage: Storage, *, state: PlanStates | None =
 def _locked_run(plan: PlanConfig, storage: Storage, state: PlanStates | None, cancel: CancelToken,
                 progress: Progress, engine: Engine | None, after_success: Callable[[RunOutcome], None] | None,
                 started_at: datetime, clock: Callable[[], datetime],
-                log: logging.LoggerAdapter[logging.Logger], grace_seconds: float) -> RunOutcome:
+                log: logging.LoggerAdapter[logging.Logger], grace_seconds: float, holder: str) -> RunOutcome:
     started = started_at.timestamp()
     status_key = naming.status_name(plan.prefix, plan.name)
     name = naming.backup_name(plan.prefix, plan.name, _name_time(storage, status_key, plan.name, started_at))
@@ -197,6 +198,7 @@ def _locked_run(plan: PlanConfig, storage: Storage, state: PlanStates | None, ca
         engine, why = select_engine(plan, grace_seconds)
     event(log, logging.INFO, "started", "backup started: engine %s (%s), into %s", engine.name, why, name,
           engine=engine.name)
+    _record_start(storage, status_key, plan.name, status.Running(started, holder, name, engine.name), log)
     upload: Upload | None = None
     sink: ArchiveSink | None = None
     info: DumpInfo | None = None
@@ -234,6 +236,8 @@ def _locked_run(plan: PlanConfig, storage: Storage, state: PlanStates | None, ca
             "finished": finished_at.isoformat(),
             "exporter_version": __version__,
         })
+        # The run ends when its backup is committed: the upload's tail belongs to its duration.
+        committed_at = clock()
     except BaseException as exc:
         if upload is not None:
             upload.abort()
@@ -254,7 +258,7 @@ def _locked_run(plan: PlanConfig, storage: Storage, state: PlanStates | None, ca
     finally:
         if timer is not None:
             timer.cancel()
-    outcome = RunOutcome(plan.name, status.SUCCESS, 0, f"stored {name}", started, finished_at.timestamp(),
+    outcome = RunOutcome(plan.name, status.SUCCESS, 0, f"stored {name}", started, committed_at.timestamp(),
                          name=name, size=sink.size, sha256=sink.sha256.hexdigest(), engine=info.engine)
     _record(storage, status_key, plan.name, outcome, state, log)
     event(log, logging.INFO, "succeeded", "backup stored: %s (%d bytes in %.1f s)", name, sink.size,
@@ -286,6 +290,27 @@ def _name_time(storage: Storage, status_key: str, plan: str, started_at: datetim
     if newest is not None and started_at.replace(microsecond=0) <= newest:
         return newest + timedelta(seconds=1)
     return started_at
+
+
+def _record_start(storage: Storage, key: str, plan: str, running: status.Running,
+                  log: logging.LoggerAdapter[logging.Logger]) -> None:
+    """Write that this run is under way, so that a run killed before its end (SIGKILL, OOM, a lost node)
+    still shows as a failure. An earlier attempt that never finished is recorded as failed first: this run
+    holds the plan's lock, so that one cannot be running any more. Never raises: a run whose start cannot
+    be recorded still runs, and its end is recorded as usual."""
+    def change(current: status.PlanStatus) -> status.PlanStatus:
+        if current.running is not None:
+            event(log, logging.WARNING, "abandoned", "the previous run, started %s by %s, never finished; "
+                  "recording it as failed (exit %d)", datetime.fromtimestamp(current.running.started, UTC)
+                  .strftime("%Y-%m-%dT%H:%M:%SZ"), current.running.holder, status.ABANDONED_EXIT_CODE)
+        return current.starting(running)
+
+    try:
+        records.update(storage, key, plan, change)
+    except BackupError as exc:
+        event(log, logging.WARNING, "status_failed", "could not record the run's start in storage: %s", exc.message)
+    except Exception:
+        log.exception("internal error while recording the run's start")
 
 
 def _record(storage: Storage, key: str, plan: str, outcome: RunOutcome, state: PlanStates | None,

@@ -60,3 +60,13 @@ def update(storage: Storage, name: str, plan: str, change: Callable[[PlanStatus]
 def save(storage: Storage, name: str, status: PlanStatus) -> None:
     """Store the plan's status. Raises StorageError."""
     storage.write_status(name, status.to_json())
+
+
+def settle(storage: Storage, status: PlanStatus, lock_name: str) -> PlanStatus:
+    """Return `status` as readers should show it: a `running` attempt whose plan lock nobody holds any more
+    died without recording its end, and is shown as a failure (exit 137). Nothing is written.
+
+    Raises StorageError when the lock cannot be read."""
+    if status.running is None or storage.lock_holder(lock_name) is not None:
+        return status
+    return status.abandoned()

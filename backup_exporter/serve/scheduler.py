@@ -234,6 +234,7 @@ class PlanScheduler:
                 continue
             try:
                 record = records.load(self.storage, naming.status_name(plan.prefix, plan.name), plan.name)
+                record = records.settle(self.storage, record, naming.lock_name(plan.prefix, plan.name))
             except BackupError as exc:
                 ok = False
                 self.refresh_error = f"plan {plan.name}: {exc.message}"
