@@ -45,6 +45,7 @@ from backup_exporter.restore.native import RestoreFailed
 from backup_exporter.storage.azure import AzureStorage
 from backup_exporter.storage.base import BackupInfo, Storage
 from backup_exporter.storage.local import LocalStorage
+from backup_exporter.storage.memory import MemoryStorage
 from tests import dataset, servers
 
 PREFIX = "prod"
@@ -128,9 +129,13 @@ def storage_kind(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def storage(storage_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Storage]:
-    """The same tests run against a local directory and a fresh Azurite container."""
+    """The same tests run against a local directory and a fresh Azurite container (and, for tests of
+    retention logic rather than storage, in memory)."""
     if storage_kind == "local":
         yield LocalStorage(tmp_path)
+        return
+    if storage_kind == "memory":
+        yield MemoryStorage()
         return
     container = request.getfixturevalue("container")
     connection_string = request.getfixturevalue("azure_connection_string")
@@ -408,6 +413,9 @@ def generated_times(count: int, seed: int = 11) -> list[datetime]:
     return sorted(times)
 
 
+# Retention decisions are logic, not storage: they run in memory (every backend lists alike, as
+# test_storage_contract.py shows; Azure and local prunes are tested below and in test_lifecycle_cli.py).
+LOGIC_ONLY = ["memory"]
 MANUAL = "prod/orders/manual-copy.archive.gz"  # an archive in the plan's folder that we did not name
 FOREIGN = [
     "prod/orders-eu/2026-11-01T00-00-00Z.archive.gz",  # another plan whose name starts the same
@@ -448,6 +456,7 @@ POLICIES = [
 ]
 
 
+@pytest.mark.parametrize("storage_kind", LOGIC_ONLY)
 @pytest.mark.parametrize("policy", POLICIES, ids=lambda p: p.describe())
 def test_prune_deletes_exactly_what_decide_says_and_nothing_outside_the_plan(
         storage: Storage, history: list[str], policy: RetentionPolicy) -> None:
@@ -471,6 +480,7 @@ def test_prune_deletes_exactly_what_decide_says_and_nothing_outside_the_plan(
     assert all(b.reasons and b.reasons != ["outside every rule"] for b in report.kept)
 
 
+@pytest.mark.parametrize("storage_kind", LOGIC_ONLY)
 def test_prune_with_keep_last_zero_keeps_only_the_newest_backup(storage: Storage, history: list[str]) -> None:
     report = prune(storage, PREFIX, PLAN, RetentionPolicy(keep_last=0), NOW)
     newest = max(history, key=lambda n: naming.time_of(n) or NOW)
@@ -481,6 +491,7 @@ def test_prune_with_keep_last_zero_keeps_only_the_newest_backup(storage: Storage
     assert storage.backup_info(MANUAL).size == len(b"foreign")
 
 
+@pytest.mark.parametrize("storage_kind", LOGIC_ONLY)
 def test_prune_with_an_empty_policy_deletes_nothing(storage: Storage, history: list[str]) -> None:
     before = stored_names(storage)
     report = prune(storage, PREFIX, PLAN, RetentionPolicy(), NOW)
@@ -488,6 +499,7 @@ def test_prune_with_an_empty_policy_deletes_nothing(storage: Storage, history: l
     assert stored_names(storage) == before
 
 
+@pytest.mark.parametrize("storage_kind", LOGIC_ONLY)
 def test_list_backups_is_newest_first_with_size_checksum_engine_and_verdict(storage: Storage) -> None:
     times = generated_times(12)
     fill(storage, times)

@@ -92,6 +92,7 @@ class MemoryStorage(LegacyNames):
         self.label = label
         self._objects: dict[str, _Object] = {}
         self._leases: dict[str, _Lease] = {}  # by lock name
+        self._lost: dict[str, _Lease] = {}  # broken leases whose with-block has not ended yet, by lock name
         self._mutex = threading.Lock()
 
     # -- test helpers -----------------------------------------------------------------------------------
@@ -103,6 +104,7 @@ class MemoryStorage(LegacyNames):
             lease = self._leases.pop(name, None)
             if lease is not None:
                 lease.lost = True
+                self._lost[name] = lease  # uploads its holder starts from now on fail too
 
     # -- Storage ----------------------------------------------------------------------------------------
 
@@ -187,6 +189,8 @@ class MemoryStorage(LegacyNames):
             with self._mutex:
                 if self._leases.get(name) is lease:
                     del self._leases[name]
+                if self._lost.get(name) is lease:
+                    del self._lost[name]
 
     def lock_holder(self, name: str) -> str | None:
         """Return the holder of lock `name`, or None when it is free."""
@@ -198,10 +202,12 @@ class MemoryStorage(LegacyNames):
         """Nothing to release; the objects live as long as the instance."""
 
     def _lease_of_folder(self, name: str) -> _Lease | None:
+        """Return the lease held on the folder of object `name` (a lost one when it was broken), or None."""
         folder = posixpath.dirname(name)
-        for lock_name, lease in self._leases.items():
-            if posixpath.dirname(lock_name) == folder:
-                return lease
+        for table in (self._leases, self._lost):
+            for lock_name, lease in table.items():
+                if posixpath.dirname(lock_name) == folder:
+                    return lease
         return None
 
 
