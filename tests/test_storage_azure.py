@@ -4,7 +4,9 @@ every backend keeps is in test_storage_contract.py."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import socket
 import threading
 import time
 import uuid
@@ -24,6 +26,8 @@ from azure.storage.blob import (
 from backup_exporter.core.errors import AuthenticationFailed, ConfigError, ExitCode, LockHeld, StorageError
 from backup_exporter.repository.backups import archives
 from backup_exporter.storage.azure import AzureStorage, batch_unsupported
+from backup_exporter.storage.azure.client import RELEASE_RETRIES, RETRIES, UPLOAD_RETRIES, worst_case_seconds
+from backup_exporter.storage.azure.lease import JOIN_SECONDS
 from tests import servers
 from tests.test_storage_contract import LOCK, PREFIX, STATUS, archive, commit, payload
 
@@ -230,6 +234,88 @@ def test_an_unreachable_endpoint_fails_ping_quickly_without_the_key(container: s
     assert servers.AZURITE_KEY not in message and "AccountKey" not in message
     assert "\n" not in message
     assert excinfo.value.exit_code == ExitCode.STORAGE
+
+
+@pytest.fixture
+def silent_endpoint() -> Iterator[int]:
+    """A loopback port that accepts connections and then never answers: a storage that stopped answering."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            held.append(conn)  # kept open, never read from or written to
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1]
+    stop.set()
+    thread.join(5)
+    for conn in held:
+        conn.close()
+    listener.close()
+
+
+def retry_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "; retry " in r.getMessage()]
+
+
+def test_a_storage_that_stops_answering_fails_a_small_request_within_its_bound_logging_the_retry(
+        silent_endpoint: int, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="backup_exporter.storage.azure.client")
+    store = AzureStorage("c", connection_string=servers.azurite_connection_string(silent_endpoint), read_timeout=1)
+    started = time.monotonic()
+    try:
+        with pytest.raises(StorageError, match="is unreachable: connection timed out") as excinfo:
+            store.ping()
+    finally:
+        store.close()
+    elapsed = time.monotonic() - started
+    assert 2 <= elapsed <= worst_case_seconds(RETRIES, read_timeout=1) + 2
+    assert excinfo.value.exit_code == ExitCode.STORAGE
+    (line,) = retry_lines(caplog)
+    assert line.startswith("Azure Blob GET /devstoreaccount1/c: timed out; retry 1 of 1 in ")
+    assert "sig=" not in line and "restype" not in line  # no query string
+
+
+def test_a_stalled_upload_fails_within_the_upload_bound_after_every_retry(
+        silent_endpoint: int, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="backup_exporter.storage.azure.client")
+    store = AzureStorage("c", connection_string=servers.azurite_connection_string(silent_endpoint), read_timeout=1,
+                         block_size=64 * 1024, max_concurrency=1)
+    upload = store.start_upload(archive("2026-11-27T13-00-00Z"))
+    started = time.monotonic()
+    try:
+        with pytest.raises(StorageError, match="is unreachable: connection timed out"):
+            upload.write(payload(64 * 1024))  # one block staged in the background
+            upload.commit({})
+    finally:
+        upload.abort()
+        store.close()
+    elapsed = time.monotonic() - started
+    assert elapsed <= worst_case_seconds(UPLOAD_RETRIES, read_timeout=1) + 3
+    lines = retry_lines(caplog)
+    assert [line.split("; ")[1].split(" in ")[0] for line in lines] == ["retry 1 of 3", "retry 2 of 3", "retry 3 of 3"]
+    assert all(line.startswith("Azure Blob PUT /devstoreaccount1/c/prod/orders/2026-11-27T13-00-00Z.archive.gz: "
+                               "timed out") for line in lines)
+
+
+def test_the_default_budgets_bound_a_failing_run_below_three_minutes() -> None:
+    # What a run does against a storage that stopped answering, each step at its worst: the failing
+    # stage or commit, then the status record it tries to write (its read fails first), then the lock:
+    # waiting for a renewal in progress, and one attempt to release the lease.
+    bound = (worst_case_seconds(UPLOAD_RETRIES) + worst_case_seconds(RETRIES) + JOIN_SECONDS
+             + worst_case_seconds(RELEASE_RETRIES))
+    assert bound == 167
+    assert bound <= 180
 
 
 def test_a_wrong_account_key_is_an_authentication_failure_without_the_key(

@@ -14,7 +14,7 @@ from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFo
 from azure.storage.blob import ContentSettings
 
 from backup_exporter.core.errors import ConfigError, StorageError
-from backup_exporter.storage.azure.client import connect
+from backup_exporter.storage.azure.client import CONNECT_TIMEOUT, READ_TIMEOUT, connect
 from backup_exporter.storage.azure.errors import ErrorMapper, batch_unsupported, error_code, refused_deletion
 from backup_exporter.storage.azure.lease import Leases
 from backup_exporter.storage.azure.upload import AzureUpload
@@ -36,7 +36,8 @@ class AzureStorage(LegacyNames):
 
     Credentials, in order: `connection_string`; else `account_url` with `sas_token` or `credential`; else
     `account_url` with azure.identity's DefaultAzureCredential (workload identity, managed identity...).
-    `lease_seconds` (15-60) and `renew_seconds` tune locks; the defaults suit production.
+    `lease_seconds` (15-60) and `renew_seconds` tune locks, `connect_timeout` and `read_timeout` (seconds)
+    bound each attempt of a request (client.py); the defaults suit production.
     """
 
     def __init__(
@@ -53,6 +54,8 @@ class AzureStorage(LegacyNames):
         create_container: bool = False,
         lease_seconds: int = 60,
         renew_seconds: float = 20.0,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        read_timeout: float = READ_TIMEOUT,
     ) -> None:
         if not container:
             raise ConfigError(["Azure storage needs a container name"])
@@ -66,7 +69,8 @@ class AzureStorage(LegacyNames):
         self.max_concurrency = max_concurrency
         self.create_container = create_container
         self._connection = connect(container, connection_string=connection_string, account_url=account_url,
-                                   sas_token=sas_token, credential=credential)
+                                   sas_token=sas_token, credential=credential, connect_timeout=connect_timeout,
+                                   read_timeout=read_timeout)
         self._container = self._connection.container
         self.host = self._connection.host
         self.account = self._connection.account

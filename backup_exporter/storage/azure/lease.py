@@ -21,11 +21,13 @@ from azure.storage.blob import BlobLeaseClient, ContainerClient
 
 from backup_exporter.core.errors import BackupError, LockHeld
 from backup_exporter.core.naming import lock_subject
+from backup_exporter.storage.azure.client import RELEASE_RETRIES
 from backup_exporter.storage.azure.errors import ErrorMapper, error_code, status_of
 
 log = logging.getLogger(__name__)
 
 HOLDER_KEY = "holder"
+JOIN_SECONDS = 5  # how long stopping a lock waits for a renewal in progress
 # Percent-encode the holder so any text fits in an ASCII header; keep printable ASCII readable.
 _HOLDER_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
 
@@ -73,10 +75,11 @@ class LeaseKeeper:
     def stop(self) -> None:
         self._stop.set()
         # Never started when recording the holder failed; joining it then would raise RuntimeError, hide
-        # the real error and skip releasing the lease. A renewal in progress ends within the client
-        # timeouts; the thread is a daemon anyway.
+        # the real error and skip releasing the lease. A renewal in progress against a storage that stopped
+        # answering may take a whole request budget: it is not waited for (the thread is a daemon, and
+        # renews nothing once stopped), so that a failing run ends within its documented bound.
         if self._thread.ident is not None:
-            self._thread.join(timeout=30)
+            self._thread.join(timeout=JOIN_SECONDS)
 
 
 class Leases:
@@ -136,7 +139,7 @@ class Leases:
                     del self._keepers[folder]
             keeper.stop()
             try:
-                lease.release()
+                lease.release(retry_total=RELEASE_RETRIES)
             except Exception as exc:  # the lease expires by itself; do not mask the with-block's outcome
                 log.warning("could not release the lease of %s: %s", name, type(exc).__name__)
 
