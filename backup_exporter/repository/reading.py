@@ -11,7 +11,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from backup_exporter.core.errors import ArchiveError, Interrupted
+from backup_exporter.repository.metadata import expected_digest
 from backup_exporter.storage.base import ObjectInfo
+
+__all__ = ["READ_CHUNK", "BlobReader", "expected_digest", "finish_integrity", "integrity_problems", "signum_of"]
 
 READ_CHUNK = 1 << 20  # storage read size: big enough for throughput, small enough to hold a few
 
@@ -86,14 +89,6 @@ class BlobReader(io.RawIOBase):
         if callable(closer):
             closer()
         super().close()
-
-
-def expected_digest(info: ObjectInfo) -> tuple[str | None, int | None]:
-    """Return (sha256, size) recorded in the object's metadata; None for a missing or unreadable value."""
-    sha = (info.metadata.get("sha256") or "").strip().lower() or None
-    raw_size = (info.metadata.get("size") or "").strip()
-    size = int(raw_size) if raw_size.isdigit() else None
-    return sha, size
 
 
 def integrity_problems(reader: BlobReader, info: ObjectInfo) -> list[str]:
