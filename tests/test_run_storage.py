@@ -1,14 +1,16 @@
-"""Run logic on the in-memory backend: what a run does when its storage misbehaves in ways a real
-backend makes hard to stage on demand (a lock taken away mid-dump). The dump tool is the real
+"""What a run asks of its storage: the plan's access tier at commit (Azurite), and what it does when its
+lock is taken away mid-dump (in memory, where that can be staged on demand). The dump tool is the real
 fake-mongodump executable; storage behaviour itself is tested in test_storage_contract.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from azure.storage.blob import BlobServiceClient
 from prometheus_client import CollectorRegistry
 
 from backup_exporter import config as config_module
@@ -17,6 +19,7 @@ from backup_exporter.operations.run import RunOutcome, run_backup
 from backup_exporter.repository import records
 from backup_exporter.repository.backups import archives
 from backup_exporter.serve.metrics import BackupMetrics
+from backup_exporter.storage.azure import AzureStorage
 from backup_exporter.storage.memory import MemoryStorage
 from tests.cli_helpers import FAKE_MONGODUMP
 
@@ -54,3 +57,24 @@ def test_a_run_whose_plan_lock_is_taken_away_during_the_dump_commits_nothing_and
     assert registry.get_sample_value("backup_runs_total", {"plan": "main", "result": "failure"}) == 1
     with storage.lock(LOCK, "next run"):  # the plan is free for the next run
         assert storage.lock_holder(LOCK) == "next run"
+
+
+def test_a_run_commits_its_backup_in_the_plans_access_tier(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, container: str, azure_connection_string: str) -> None:
+    cfg = config_module.from_mapping({
+        "storage": {"container": container, "connection_string": azure_connection_string},
+        "plans": {"main": {"mongodb_uri": "mongodb://127.0.0.1:1/", "engine": "mongodump",
+                           "mongodump_path": FAKE_MONGODUMP}}}, {}, "test")
+    plan = dataclasses.replace(cfg.plans["main"], access_tier="Cold")
+    monkeypatch.setenv("FAKE_MONGODUMP_MODE", "ok")
+    storage = AzureStorage(container, connection_string=azure_connection_string)
+    try:
+        outcome = run_backup(plan, storage)
+    finally:
+        storage.close()
+    assert outcome.exit_code == 0, outcome.message
+    with BlobServiceClient.from_connection_string(azure_connection_string) as service:
+        props = service.get_blob_client(container, outcome.name or "").get_blob_properties()
+    assert props.blob_tier == "Cold" and not props.blob_tier_inferred
+    assert props.blob_tier_change_time is None  # set by the commit, never re-tiered afterwards
+    assert props.metadata["plan"] == "main" and props.metadata["size"] == str(outcome.size)
