@@ -222,7 +222,7 @@ def test_a_run_missed_while_down_is_caught_up_once(tmp_path: Path, daemons) -> N
     store.mkdir()
     storage = LocalStorage(store)
     long_ago = time.time() - 5 * 3600
-    storage.write_status("main/_status.json", PlanStatus(
+    storage.put("main/_status.json", PlanStatus(
         "main", last_attempt=Attempt(long_ago, long_ago + 5, 0, "success", size=10),
         last_success=Attempt(long_ago, long_ago + 5, 0, "success", size=10)).to_json())
     cfg = write_config(tmp_path / "c.yml", store, {"main": "0 * * * *"})  # hourly: five slots were missed

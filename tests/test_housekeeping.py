@@ -134,7 +134,7 @@ def test_a_restore_verdict_recorded_while_a_run_records_keeps_both(tmp_path: Pat
 
 def test_an_unreadable_status_record_names_the_object_and_the_storage() -> None:
     storage = MemoryStorage()
-    storage.write_status("main/_status.json", b"[1, 2]")
+    storage.put("main/_status.json", b"[1, 2]")
     with pytest.raises(StorageError, match=r"status record of plan 'main' is unreadable: expected a JSON object, "
                                            r"got list \(main/_status\.json in memory://test\)"):
         records.load(storage, "main/_status.json", "main")

@@ -41,9 +41,10 @@ from backup_exporter.operations.listing import list_backups
 from backup_exporter.operations.prune import prune
 from backup_exporter.operations.restore import restore, restore_latest_check
 from backup_exporter.operations.verify import verify_backup
+from backup_exporter.repository import backups
 from backup_exporter.restore.native import RestoreFailed
 from backup_exporter.storage.azure import AzureStorage
-from backup_exporter.storage.base import BackupInfo, Storage
+from backup_exporter.storage.base import ObjectInfo, Storage
 from backup_exporter.storage.local import LocalStorage
 from backup_exporter.storage.memory import MemoryStorage
 from tests import dataset, servers
@@ -441,7 +442,7 @@ def fill(storage: Storage, times: Sequence[datetime]) -> list[str]:
 def stored_names(storage: Storage) -> set[str]:
     """Every archive-like object in the storage, whatever its folder (listing each folder we used)."""
     folders = {"prod/orders", "prod/orders-eu", "staging/orders", "orders", "prod/orders/nested"}
-    return {b.name for folder in folders for b in storage.list_backups(folder)}
+    return {b.name for folder in folders for b in backups.archives(storage, folder)}
 
 
 @pytest.fixture
@@ -486,9 +487,9 @@ def test_prune_with_keep_last_zero_keeps_only_the_newest_backup(storage: Storage
     newest = max(history, key=lambda n: naming.time_of(n) or NOW)
     assert [b.name for b in report.kept] == [newest]
     assert report.kept[0].reasons == ["newest backup is always kept"]
-    assert {b.name for b in storage.list_backups(f"{PREFIX}/{PLAN}")} == {newest, MANUAL}
+    assert {b.name for b in backups.archives(storage, f"{PREFIX}/{PLAN}")} == {newest, MANUAL}
     # Foreign archives in the same folder survive: they are not ours to judge.
-    assert storage.backup_info(MANUAL).size == len(b"foreign")
+    assert storage.stat(MANUAL).size == len(b"foreign")
 
 
 @pytest.mark.parametrize("storage_kind", LOGIC_ONLY)
@@ -530,12 +531,12 @@ class ListingFails:
         self.broken = broken
         self.deleted: list[str] = []
 
-    def list_backups(self, prefix: str) -> list[BackupInfo]:
-        return self.broken.list_backups(prefix)
+    def list_objects(self, prefix: str) -> list[ObjectInfo]:
+        return self.broken.list_objects(prefix)
 
-    def delete_backups(self, names: Sequence[str]) -> None:
+    def delete(self, names: Sequence[str]) -> None:
         self.deleted += names
-        self.working.delete_backups(names)
+        self.working.delete(names)
 
     def __getattr__(self, attribute: str) -> Any:
         return getattr(self.working, attribute)
@@ -550,7 +551,7 @@ def test_prune_deletes_nothing_when_the_listing_fails(container: str, azure_conn
         with pytest.raises(StorageError, match="unreachable"):
             prune(storage, PREFIX, PLAN, RetentionPolicy(keep_last=1), NOW)  # type: ignore[arg-type]
         assert storage.deleted == []
-        assert {b.name for b in working.list_backups(f"{PREFIX}/{PLAN}")} == {*history, MANUAL}
+        assert {b.name for b in backups.archives(working, f"{PREFIX}/{PLAN}")} == {*history, MANUAL}
     finally:
         working.close()
         unreachable.close()

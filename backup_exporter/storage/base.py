@@ -27,9 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from backup_exporter.core.naming import ARCHIVE_SUFFIX
-
-__all__ = ["ACCESS_TIERS", "ARCHIVE_SUFFIX", "READ_CHUNK", "BackupInfo", "ObjectInfo", "Storage", "Upload"]
+__all__ = ["ACCESS_TIERS", "READ_CHUNK", "ObjectInfo", "Storage", "Upload", "folder_of"]
 
 # The Azure access tiers a backup may be committed into (the config stores them capitalised).
 ACCESS_TIERS = ("Hot", "Cool", "Cold")
@@ -146,63 +144,9 @@ class Storage(Protocol):
         """Release connections and threads."""
         ...
 
-    # -- old names, removed by the rename commit (see LegacyNames) -------------------------------------
-
-    def list_backups(self, prefix: str) -> list[ObjectInfo]: ...
-    def read_backup(self, name: str, chunk_size: int = READ_CHUNK) -> Iterator[bytes]: ...
-    def backup_info(self, name: str) -> ObjectInfo: ...
-    def delete_backups(self, names: Sequence[str]) -> None: ...
-    def read_status(self, name: str) -> bytes | None: ...
-    def write_status(self, name: str, data: bytes) -> None: ...
-
 
 def folder_of(prefix: str) -> str:
     """Return `prefix` as a listing folder: without surrounding slashes and, unless empty, ending in "/"."""
     base = prefix.strip("/")
     return f"{base}/" if base else ""
 
-
-BackupInfo = ObjectInfo  # old name, removed by the rename commit
-
-
-class LegacyNames:
-    """The old method names over the new primitives, kept only until the call sites are renamed."""
-
-    def list_objects(self, prefix: str) -> list[ObjectInfo]:
-        raise NotImplementedError
-
-    def read(self, name: str, chunk_size: int = READ_CHUNK) -> Iterator[bytes]:
-        raise NotImplementedError
-
-    def stat(self, name: str) -> ObjectInfo:
-        raise NotImplementedError
-
-    def delete(self, names: Sequence[str]) -> None:
-        raise NotImplementedError
-
-    def get(self, name: str) -> bytes | None:
-        raise NotImplementedError
-
-    def put(self, name: str, data: bytes) -> None:
-        raise NotImplementedError
-
-    def list_backups(self, prefix: str) -> list[ObjectInfo]:
-        folder = folder_of(prefix)
-        found = [o for o in self.list_objects(prefix)
-                 if "/" not in o.name[len(folder):] and o.name.endswith(ARCHIVE_SUFFIX)]
-        return sorted(found, key=lambda o: (o.last_modified, o.name))
-
-    def read_backup(self, name: str, chunk_size: int = READ_CHUNK) -> Iterator[bytes]:
-        return self.read(name, chunk_size)
-
-    def backup_info(self, name: str) -> ObjectInfo:
-        return self.stat(name)
-
-    def delete_backups(self, names: Sequence[str]) -> None:
-        self.delete(names)
-
-    def read_status(self, name: str) -> bytes | None:
-        return self.get(name)
-
-    def write_status(self, name: str, data: bytes) -> None:
-        self.put(name, data)

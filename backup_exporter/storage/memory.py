@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 
 from backup_exporter.core.errors import LockHeld, StorageError
 from backup_exporter.core.naming import lock_subject
-from backup_exporter.storage.base import READ_CHUNK, LegacyNames, ObjectInfo, folder_of
+from backup_exporter.storage.base import READ_CHUNK, ObjectInfo, folder_of
 
 
 @dataclass
@@ -85,7 +85,7 @@ class MemoryUpload:
                                f"committed")
 
 
-class MemoryStorage(LegacyNames):
+class MemoryStorage:
     """The Storage contract in a dict. `label` names it in describe()."""
 
     def __init__(self, label: str = "test") -> None:

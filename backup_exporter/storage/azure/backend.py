@@ -18,7 +18,7 @@ from backup_exporter.storage.azure.client import CONNECT_TIMEOUT, READ_TIMEOUT, 
 from backup_exporter.storage.azure.errors import ErrorMapper, batch_unsupported, error_code, refused_deletion
 from backup_exporter.storage.azure.lease import Leases
 from backup_exporter.storage.azure.upload import AzureUpload
-from backup_exporter.storage.base import READ_CHUNK, LegacyNames, ObjectInfo, folder_of
+from backup_exporter.storage.base import READ_CHUNK, ObjectInfo, folder_of
 from backup_exporter.storage.blocks import DEFAULT_BASE, DEFAULT_CAP
 
 DELETE_BATCH = 256  # Azure's limit of sub-requests per blob batch
@@ -31,7 +31,7 @@ def _utc(value: datetime | None) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
-class AzureStorage(LegacyNames):
+class AzureStorage:
     """The Storage contract on one Azure Blob Storage container.
 
     Credentials, in order: `connection_string`; else `account_url` with `sas_token` or `credential`; else

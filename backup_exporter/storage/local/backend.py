@@ -25,14 +25,14 @@ from pathlib import Path
 from typing import IO, Any
 
 from backup_exporter.core.errors import StorageError
-from backup_exporter.storage.base import READ_CHUNK, LegacyNames, ObjectInfo
+from backup_exporter.storage.base import READ_CHUNK, ObjectInfo
 from backup_exporter.storage.local import lock as flock
 from backup_exporter.storage.local.errors import META_SUFFIX, oserror
 from backup_exporter.storage.local.upload import LocalUpload, meta_path
 from backup_exporter.system.files import fsync_dir, write_atomically
 
 
-class LocalStorage(LegacyNames):
+class LocalStorage:
     """The Storage contract on a local directory `root`, which must exist (see ping)."""
 
     def __init__(self, root: Path) -> None:
