@@ -427,8 +427,8 @@ class Bench:
                         half_index = len(sampler.samples)
                 upload.commit({"bench": "synthetic"})
             elapsed = time.perf_counter() - started
-            stored = storage.backup_info(name).size
-            storage.delete_backups([name])
+            stored = storage.stat(name).size
+            storage.delete([name])
         finally:
             storage.close()
         if stored != total:

@@ -226,7 +226,7 @@ def test_a_run_missed_while_down_is_caught_up_once(tmp_path: Path, daemons) -> N
     store.mkdir()
     storage = LocalStorage(store)
     long_ago = time.time() - 5 * 3600
-    storage.write_status("main/_status.json", PlanStatus(
+    storage.put("main/_status.json", PlanStatus(
         "main", last_attempt=Attempt(long_ago, long_ago + 5, 0, "success", size=10),
         last_success=Attempt(long_ago, long_ago + 5, 0, "success", size=10)).to_json())
     cfg = write_config(tmp_path / "c.yml", store, {"main": "0 * * * *"})  # hourly: five slots were missed
@@ -330,7 +330,7 @@ def test_metrics_answer_503_until_the_stored_status_is_loaded_never_zeros(  # ty
     store = tmp_path / "store"
     store.mkdir()
     finished = time.time() - 600
-    LocalStorage(store).write_status("main/_status.json", PlanStatus(
+    LocalStorage(store).put("main/_status.json", PlanStatus(
         "main", last_attempt=Attempt(finished - 5, finished, 0, "success", size=10),
         last_success=Attempt(finished - 5, finished, 0, "success", size=10)).to_json())
     cfg = write_config(tmp_path / "c.yml", store, {"main": "0 3 * * *"})

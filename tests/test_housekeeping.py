@@ -23,6 +23,7 @@ from backup_exporter.repository import records
 from backup_exporter.serve.metrics import metrics_registry
 from backup_exporter.storage.azure import AzureStorage
 from backup_exporter.storage.local import LocalStorage
+from backup_exporter.storage.memory import MemoryStorage
 from tests import dataset, servers
 from tests.cli_helpers import FAKE_MONGODUMP, backupctl, base_env
 
@@ -69,12 +70,11 @@ def test_the_restore_drill_restores_the_newest_backup_and_records_its_verdict(
         dataset.drop(mongo_client, prefix)
 
 
-def test_a_restore_drill_without_any_backup_fails_and_says_so(scratch: str, azure_connection_string: str,
-                                                               container: str) -> None:
+def test_a_restore_drill_without_any_backup_fails_and_says_so(scratch: str, tmp_path: Path) -> None:
     cfg = config_module.from_mapping({
-        "storage": {"container": container, "connection_string": azure_connection_string},
+        "storage": {"type": "local", "path": str(tmp_path)},
         "plans": {"main": {"mongodb_uri": "mongodb://127.0.0.1:1/", "restore_check": {"uri": scratch}}}}, {}, "t")
-    storage = AzureStorage(container, connection_string=azure_connection_string)
+    storage = MemoryStorage()  # the drill's logic, not storage, is under test
     metrics = PlanStates(["main"])
     registry = metrics_registry(metrics)
     assert housekeeping.run_restore_check(cfg.plans["main"], storage, metrics) is False
@@ -132,11 +132,11 @@ def test_a_restore_verdict_recorded_while_a_run_records_keeps_both(tmp_path: Pat
     assert records.load(storage, key, "main").restore_check["time"] == 2000.0
 
 
-def test_an_unreadable_status_record_names_the_object_and_the_storage(tmp_path: Path) -> None:
-    storage = LocalStorage(tmp_path)
-    storage.write_status("main/_status.json", b"[1, 2]")
+def test_an_unreadable_status_record_names_the_object_and_the_storage() -> None:
+    storage = MemoryStorage()
+    storage.put("main/_status.json", b"[1, 2]")
     with pytest.raises(StorageError, match=r"status record of plan 'main' is unreadable: expected a JSON object, "
-                                           r"got list \(main/_status\.json in file://"):
+                                           r"got list \(main/_status\.json in memory://test\)"):
         records.load(storage, "main/_status.json", "main")
 
 

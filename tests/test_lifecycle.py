@@ -41,10 +41,12 @@ from backup_exporter.operations.listing import list_backups
 from backup_exporter.operations.prune import prune
 from backup_exporter.operations.restore import restore, restore_latest_check
 from backup_exporter.operations.verify import verify_backup
+from backup_exporter.repository import backups
 from backup_exporter.restore.native import RestoreFailed
 from backup_exporter.storage.azure import AzureStorage
-from backup_exporter.storage.base import BackupInfo, Storage
+from backup_exporter.storage.base import ObjectInfo, Storage
 from backup_exporter.storage.local import LocalStorage
+from backup_exporter.storage.memory import MemoryStorage
 from tests import dataset, servers
 
 PREFIX = "prod"
@@ -128,9 +130,13 @@ def storage_kind(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def storage(storage_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Storage]:
-    """The same tests run against a local directory and a fresh Azurite container."""
+    """The same tests run against a local directory and a fresh Azurite container (and, for tests of
+    retention logic rather than storage, in memory)."""
     if storage_kind == "local":
         yield LocalStorage(tmp_path)
+        return
+    if storage_kind == "memory":
+        yield MemoryStorage()
         return
     container = request.getfixturevalue("container")
     connection_string = request.getfixturevalue("azure_connection_string")
@@ -408,6 +414,9 @@ def generated_times(count: int, seed: int = 11) -> list[datetime]:
     return sorted(times)
 
 
+# Retention decisions are logic, not storage: they run in memory (every backend lists alike, as
+# test_storage_contract.py shows; Azure and local prunes are tested below and in test_lifecycle_cli.py).
+LOGIC_ONLY = ["memory"]
 MANUAL = "prod/orders/manual-copy.archive.gz"  # an archive in the plan's folder that we did not name
 FOREIGN = [
     "prod/orders-eu/2026-11-01T00-00-00Z.archive.gz",  # another plan whose name starts the same
@@ -433,7 +442,7 @@ def fill(storage: Storage, times: Sequence[datetime]) -> list[str]:
 def stored_names(storage: Storage) -> set[str]:
     """Every archive-like object in the storage, whatever its folder (listing each folder we used)."""
     folders = {"prod/orders", "prod/orders-eu", "staging/orders", "orders", "prod/orders/nested"}
-    return {b.name for folder in folders for b in storage.list_backups(folder)}
+    return {b.name for folder in folders for b in backups.archives(storage, folder)}
 
 
 @pytest.fixture
@@ -448,6 +457,7 @@ POLICIES = [
 ]
 
 
+@pytest.mark.parametrize("storage_kind", LOGIC_ONLY)
 @pytest.mark.parametrize("policy", POLICIES, ids=lambda p: p.describe())
 def test_prune_deletes_exactly_what_decide_says_and_nothing_outside_the_plan(
         storage: Storage, history: list[str], policy: RetentionPolicy) -> None:
@@ -471,16 +481,18 @@ def test_prune_deletes_exactly_what_decide_says_and_nothing_outside_the_plan(
     assert all(b.reasons and b.reasons != ["outside every rule"] for b in report.kept)
 
 
+@pytest.mark.parametrize("storage_kind", LOGIC_ONLY)
 def test_prune_with_keep_last_zero_keeps_only_the_newest_backup(storage: Storage, history: list[str]) -> None:
     report = prune(storage, PREFIX, PLAN, RetentionPolicy(keep_last=0), NOW)
     newest = max(history, key=lambda n: naming.time_of(n) or NOW)
     assert [b.name for b in report.kept] == [newest]
     assert report.kept[0].reasons == ["newest backup is always kept"]
-    assert {b.name for b in storage.list_backups(f"{PREFIX}/{PLAN}")} == {newest, MANUAL}
+    assert {b.name for b in backups.archives(storage, f"{PREFIX}/{PLAN}")} == {newest, MANUAL}
     # Foreign archives in the same folder survive: they are not ours to judge.
-    assert storage.backup_info(MANUAL).size == len(b"foreign")
+    assert storage.stat(MANUAL).size == len(b"foreign")
 
 
+@pytest.mark.parametrize("storage_kind", LOGIC_ONLY)
 def test_prune_with_an_empty_policy_deletes_nothing(storage: Storage, history: list[str]) -> None:
     before = stored_names(storage)
     report = prune(storage, PREFIX, PLAN, RetentionPolicy(), NOW)
@@ -488,6 +500,7 @@ def test_prune_with_an_empty_policy_deletes_nothing(storage: Storage, history: l
     assert stored_names(storage) == before
 
 
+@pytest.mark.parametrize("storage_kind", LOGIC_ONLY)
 def test_list_backups_is_newest_first_with_size_checksum_engine_and_verdict(storage: Storage) -> None:
     times = generated_times(12)
     fill(storage, times)
@@ -518,12 +531,12 @@ class ListingFails:
         self.broken = broken
         self.deleted: list[str] = []
 
-    def list_backups(self, prefix: str) -> list[BackupInfo]:
-        return self.broken.list_backups(prefix)
+    def list_objects(self, prefix: str) -> list[ObjectInfo]:
+        return self.broken.list_objects(prefix)
 
-    def delete_backups(self, names: Sequence[str]) -> None:
+    def delete(self, names: Sequence[str]) -> None:
         self.deleted += names
-        self.working.delete_backups(names)
+        self.working.delete(names)
 
     def __getattr__(self, attribute: str) -> Any:
         return getattr(self.working, attribute)
@@ -538,7 +551,7 @@ def test_prune_deletes_nothing_when_the_listing_fails(container: str, azure_conn
         with pytest.raises(StorageError, match="unreachable"):
             prune(storage, PREFIX, PLAN, RetentionPolicy(keep_last=1), NOW)  # type: ignore[arg-type]
         assert storage.deleted == []
-        assert {b.name for b in working.list_backups(f"{PREFIX}/{PLAN}")} == {*history, MANUAL}
+        assert {b.name for b in backups.archives(working, f"{PREFIX}/{PLAN}")} == {*history, MANUAL}
     finally:
         working.close()
         unreachable.close()

@@ -32,13 +32,13 @@ class StatusRefused(LocalStorage):
         super().__init__(root)
         self.reads = reads
 
-    def write_status(self, name: str, data: bytes) -> None:
+    def put(self, name: str, data: bytes) -> None:
         raise AuthenticationFailed("storage refused the credentials (AuthenticationFailed: SAS expired)")
 
-    def read_status(self, name: str) -> bytes | None:
+    def get(self, name: str) -> bytes | None:
         if self.reads:
             raise AuthenticationFailed("storage refused the credentials (AuthenticationFailed: SAS expired)")
-        return super().read_status(name)
+        return super().get(name)
 
 
 def _plan(tmp_path: Path, **extra: object) -> config_module.PlanConfig:

@@ -16,6 +16,7 @@ from azure.storage.blob import ContainerClient
 from pymongo import MongoClient
 
 from backup_exporter import archive
+from backup_exporter.repository import backups
 from backup_exporter.storage.azure import AzureStorage
 from tests import dataset, servers
 from tests.cli_helpers import FAKE_MONGODUMP, backupctl, base_env, native_azure_config, start_backupctl
@@ -344,7 +345,7 @@ def test_two_runs_in_the_same_second_keep_both_backups_in_order(tmp_path: Path) 
     assert first.exit_code == 0 and second.exit_code == 0, (first.message, second.message)
     assert first.name == "main/2026-11-27T03-00-00Z.archive.gz"
     assert second.name == "main/2026-11-27T03-00-01Z.archive.gz"
-    assert [b.name for b in storage.list_backups("main")] == [first.name, second.name]
+    assert [b.name for b in backups.archives(storage, "main")] == [first.name, second.name]
 
 
 def test_a_run_over_the_plans_timeout_is_stopped_recorded_as_a_failure_and_commits_nothing(

@@ -1,13 +1,16 @@
-"""AzureStorage against a real Azurite: the storage contract, bounded memory, leases, errors."""
+"""AzureStorage specifics against a real Azurite: bounded memory, access tiers, leases, errors. The contract
+every backend keeps is in test_storage_contract.py."""
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import psutil  # type: ignore[import-untyped]
@@ -21,10 +24,12 @@ from azure.storage.blob import (
 )
 
 from backup_exporter.core.errors import AuthenticationFailed, ConfigError, ExitCode, LockHeld, StorageError
+from backup_exporter.repository.backups import archives
 from backup_exporter.storage.azure import AzureStorage, batch_unsupported
-from backup_exporter.storage.base import Storage
+from backup_exporter.storage.azure.client import RELEASE_RETRIES, RETRIES, UPLOAD_RETRIES, worst_case_seconds
+from backup_exporter.storage.azure.lease import JOIN_SECONDS
 from tests import servers
-from tests.test_storage_local import LOCK, PREFIX, STATUS, StorageContract, archive, commit, payload
+from tests.test_storage_contract import LOCK, PREFIX, STATUS, archive, commit, payload
 
 MiB = 1 << 20
 
@@ -38,23 +43,6 @@ def service(azure_connection_string: str) -> Iterator[BlobServiceClient]:
 
 def blob_names(service: BlobServiceClient, container: str) -> list[str]:
     return sorted(b.name for b in service.get_container_client(container).list_blobs())
-
-
-class TestAzureStorageContract(StorageContract):
-    @pytest.fixture
-    def storage(self, container: str, azure_connection_string: str) -> Iterator[Storage]:
-        # Small blocks so that the contract's uploads span several blocks and a partial last one.
-        store = AzureStorage(container, connection_string=azure_connection_string, block_size=64 * 1024)
-        yield store
-        store.close()
-
-    @pytest.fixture
-    def visible_objects(self, service: BlobServiceClient, container: str) -> Callable[[], list[str]]:
-        def blobs() -> list[str]:
-            # The lock blob persists by design (leases need a blob); everything else must be gone.
-            return [name for name in blob_names(service, container) if not name.endswith("/_lock")]
-
-        return blobs
 
 
 @pytest.fixture
@@ -102,11 +90,11 @@ def test_a_large_upload_keeps_memory_bounded_and_commits_the_right_bytes(
         assert growth < 120 * MiB, f"RSS grew by {growth / MiB:.0f} MiB"
         assert upload.bytes_uploaded == total_chunks * MiB
 
-        info = store.backup_info(name)
+        info = store.stat(name)
         assert info.size == total_chunks * MiB
         assert info.metadata["sha256"] == digest.hexdigest()
         check = hashlib.sha256()
-        for chunk in store.read_backup(name):
+        for chunk in store.read(name):
             check.update(chunk)
         assert check.hexdigest() == digest.hexdigest()
         print(f"uploaded {total_chunks} MiB in {elapsed:.1f} s, RSS growth {growth / MiB:.1f} MiB")
@@ -119,6 +107,51 @@ def test_a_committed_blob_has_the_gzip_content_type(azure: AzureStorage, service
     commit(azure, archive("2026-11-27T13-00-00Z"), b"gz")
     props = service.get_blob_client(container, archive("2026-11-27T13-00-00Z")).get_blob_properties()
     assert props.content_settings.content_type == "application/gzip"
+
+
+@pytest.mark.parametrize("tier", ["Hot", "Cool", "Cold", "cool"])
+def test_the_access_tier_is_set_by_the_commit_itself(azure: AzureStorage, service: BlobServiceClient,
+                                                     container: str, tier: str) -> None:
+    name = archive("2026-11-27T13-00-00Z")
+    commit(azure, name, payload(150_000), access_tier=tier)
+    props = service.get_blob_client(container, name).get_blob_properties()
+    assert props.blob_tier == tier.capitalize()
+    assert not props.blob_tier_inferred  # set explicitly, not the account default
+    # Set by the Put Block List: a later Set Blob Tier would have recorded a tier change time.
+    assert props.blob_tier_change_time is None
+
+
+def test_without_an_access_tier_the_blob_gets_the_account_default(
+        azure: AzureStorage, service: BlobServiceClient, container: str) -> None:
+    commit(azure, archive("2026-11-27T13-00-00Z"), b"x")
+    props = service.get_blob_client(container, archive("2026-11-27T13-00-00Z")).get_blob_properties()
+    assert props.blob_tier_inferred
+
+
+def test_an_unknown_access_tier_fails_the_commit_and_leaves_nothing(
+        azure: AzureStorage, service: BlobServiceClient, container: str) -> None:
+    upload = azure.start_upload(archive("2026-11-27T13-00-00Z"))
+    upload.write(payload(100_000))
+    with pytest.raises(StorageError, match="access tier 'Archive' is not one of Hot, Cool, Cold"):
+        upload.commit({}, access_tier="Archive")
+    assert blob_names(service, container) == []
+
+
+def test_a_blob_the_service_refuses_to_delete_fails_loudly_and_stays(
+        azure: AzureStorage, service: BlobServiceClient, container: str) -> None:
+    # Azurite has no immutability policies; a leased blob is refused the same way (per-blob, inside the
+    # batch), which is what retention on a WORM container meets.
+    kept, free = archive("2026-11-27T13-00-00Z"), archive("2026-11-27T14-00-00Z")
+    commit(azure, kept, b"held")
+    commit(azure, free, b"free")
+    BlobLeaseClient(service.get_blob_client(container, kept)).acquire(lease_duration=-1)
+    with pytest.raises(StorageError) as excinfo:
+        azure.delete([kept, free])
+    message = str(excinfo.value)
+    assert message.startswith(f"Azure Blob azure://devstoreaccount1/{container}: could not delete 1 of 2 blobs "
+                              f"(first: {kept}, HTTP 412 LeaseIdMissing)")
+    assert excinfo.value.exit_code == ExitCode.STORAGE
+    assert blob_names(service, container) == [kept]
 
 
 def test_an_aborted_upload_leaves_no_blob_even_uncommitted_ones_are_invisible(
@@ -166,7 +199,7 @@ def test_ping_names_a_missing_container_and_creates_it_when_asked(
         store.ping()
     assert str(excinfo.value) == f"container '{name}' does not exist in devstoreaccount1"
     with pytest.raises(StorageError, match="does not exist"):
-        store.list_backups(PREFIX)
+        store.list_objects(PREFIX)
     creating = AzureStorage(name, connection_string=azure_connection_string, create_container=True)
     try:
         creating.ping()
@@ -203,6 +236,88 @@ def test_an_unreachable_endpoint_fails_ping_quickly_without_the_key(container: s
     assert excinfo.value.exit_code == ExitCode.STORAGE
 
 
+@pytest.fixture
+def silent_endpoint() -> Iterator[int]:
+    """A loopback port that accepts connections and then never answers: a storage that stopped answering."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            held.append(conn)  # kept open, never read from or written to
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1]
+    stop.set()
+    thread.join(5)
+    for conn in held:
+        conn.close()
+    listener.close()
+
+
+def retry_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "; retry " in r.getMessage()]
+
+
+def test_a_storage_that_stops_answering_fails_a_small_request_within_its_bound_logging_the_retry(
+        silent_endpoint: int, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="backup_exporter.storage.azure.client")
+    store = AzureStorage("c", connection_string=servers.azurite_connection_string(silent_endpoint), read_timeout=1)
+    started = time.monotonic()
+    try:
+        with pytest.raises(StorageError, match="is unreachable: connection timed out") as excinfo:
+            store.ping()
+    finally:
+        store.close()
+    elapsed = time.monotonic() - started
+    assert 2 <= elapsed <= worst_case_seconds(RETRIES, read_timeout=1) + 2
+    assert excinfo.value.exit_code == ExitCode.STORAGE
+    (line,) = retry_lines(caplog)
+    assert line.startswith("Azure Blob GET /devstoreaccount1/c: timed out; retry 1 of 1 in ")
+    assert "sig=" not in line and "restype" not in line  # no query string
+
+
+def test_a_stalled_upload_fails_within_the_upload_bound_after_every_retry(
+        silent_endpoint: int, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="backup_exporter.storage.azure.client")
+    store = AzureStorage("c", connection_string=servers.azurite_connection_string(silent_endpoint), read_timeout=1,
+                         block_size=64 * 1024, max_concurrency=1)
+    upload = store.start_upload(archive("2026-11-27T13-00-00Z"))
+    started = time.monotonic()
+    try:
+        with pytest.raises(StorageError, match="is unreachable: connection timed out"):
+            upload.write(payload(64 * 1024))  # one block staged in the background
+            upload.commit({})
+    finally:
+        upload.abort()
+        store.close()
+    elapsed = time.monotonic() - started
+    assert elapsed <= worst_case_seconds(UPLOAD_RETRIES, read_timeout=1) + 3
+    lines = retry_lines(caplog)
+    assert [line.split("; ")[1].split(" in ")[0] for line in lines] == ["retry 1 of 3", "retry 2 of 3", "retry 3 of 3"]
+    assert all(line.startswith("Azure Blob PUT /devstoreaccount1/c/prod/orders/2026-11-27T13-00-00Z.archive.gz: "
+                               "timed out") for line in lines)
+
+
+def test_the_default_budgets_bound_a_failing_run_below_three_minutes() -> None:
+    # What a run does against a storage that stopped answering, each step at its worst: the failing
+    # stage or commit, then the status record it tries to write (its read fails first), then the lock:
+    # waiting for a renewal in progress, and one attempt to release the lease.
+    bound = (worst_case_seconds(UPLOAD_RETRIES) + worst_case_seconds(RETRIES) + JOIN_SECONDS
+             + worst_case_seconds(RELEASE_RETRIES))
+    assert bound == 167
+    assert bound <= 180
+
+
 def test_a_wrong_account_key_is_an_authentication_failure_without_the_key(
         container: str, azure_connection_string: str) -> None:
     wrong_key = "A" * 86 + "=="
@@ -212,7 +327,7 @@ def test_a_wrong_account_key_is_an_authentication_failure_without_the_key(
         with pytest.raises(AuthenticationFailed) as excinfo:
             store.ping()
         with pytest.raises(AuthenticationFailed):
-            store.list_backups(PREFIX)
+            store.list_objects(PREFIX)
     finally:
         store.close()
     message = str(excinfo.value)
@@ -240,10 +355,10 @@ def test_an_account_url_with_a_sas_token_works_and_keeps_the_token_secret(
     store = AzureStorage(container, account_url=url, sas_token=sas)
     try:
         commit(store, archive("2026-11-27T13-00-00Z"), b"via sas")
-        assert [b.size for b in store.list_backups(PREFIX)] == [7]
+        assert [b.size for b in store.list_objects(PREFIX)] == [7]
         assert store.describe() == f"azure://devstoreaccount1/{container}"
         with pytest.raises(StorageError) as excinfo:
-            store.read_backup(archive("1999-01-01T00-00-00Z"))
+            store.read(archive("1999-01-01T00-00-00Z"))
         assert sas not in str(excinfo.value) and "sig=" not in str(excinfo.value)
     finally:
         store.close()
@@ -312,7 +427,7 @@ def test_an_upload_whose_plan_lock_was_lost_is_refused_and_leaves_nothing(
         # The successor's own uploads are not affected by the other object's lost lease.
         with successor.lock(LOCK, "successor"):
             commit(successor, name, b"fine")
-        assert [b.name for b in successor.list_backups(PREFIX)] == [name]
+        assert [b.name for b in archives(successor, PREFIX)] == [name]
     finally:
         holder.close()
         successor.close()
@@ -337,7 +452,7 @@ def test_a_holder_with_non_ascii_text_is_recorded_readably(azure: AzureStorage) 
 
 def test_status_and_lock_blobs_sit_beside_the_backups(
         azure: AzureStorage, service: BlobServiceClient, container: str) -> None:
-    azure.write_status(STATUS, b"{}")
+    azure.put(STATUS, b"{}")
     with azure.lock(LOCK, "x"):
         pass
     assert blob_names(service, container) == [LOCK, STATUS]

@@ -79,6 +79,7 @@ class PlanConfig:
     timeout_seconds: float | None = None  # stop a run that takes longer (exit 124); None = no limit
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)
     restore_check: RestoreCheckConfig = field(default_factory=RestoreCheckConfig)
+    access_tier: str | None = None  # Hot, Cool or Cold, set at commit (Azure); None = the account default
 
 
 @dataclass(frozen=True)

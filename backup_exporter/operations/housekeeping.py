@@ -15,7 +15,7 @@ from backup_exporter.core.plan_state import PlanStates
 from backup_exporter.operations.prune import PruneReport, prune
 from backup_exporter.operations.restore import restore_latest_check
 from backup_exporter.operations.run import RunOutcome
-from backup_exporter.repository import records
+from backup_exporter.repository import backups, records
 from backup_exporter.storage.base import Storage
 from backup_exporter.system.logs import event, plan_logger
 
@@ -28,7 +28,7 @@ def refresh_stored(cfg: Config, storage: Storage, state: PlanStates, plans: list
         if plans is not None and plan.name not in plans:
             continue
         try:
-            listed = storage.list_backups(naming.plan_prefix(plan.prefix, plan.name))
+            listed = backups.archives(storage, naming.plan_prefix(plan.prefix, plan.name))
         except BackupError as exc:
             log.warning("could not list the backups of plan %s: %s", plan.name, exc.message)
             continue
@@ -58,7 +58,7 @@ def after_success_hook(plan: PlanConfig, storage: Storage,
             event(plog, logging.INFO, "retention", "retention (%s): kept %d, deleted %d",
                   plan.retention.describe(), len(report.kept), len(report.deleted))
         elif state is not None:
-            listed = [b for b in storage.list_backups(naming.plan_prefix(plan.prefix, plan.name))
+            listed = [b for b in backups.archives(storage, naming.plan_prefix(plan.prefix, plan.name))
                       if naming.time_of(b.name) is not None]
             state.set_stored(plan.name, len(listed), sum(b.size for b in listed))
 

@@ -53,7 +53,7 @@ def prune(storage: Storage, prefix: str, plan: str, policy: RetentionPolicy, now
         raise BackupError(f"internal error: prune of {folder} chose {strays[0]}, outside it; nothing deleted",
                           ExitCode.SOFTWARE)
     if doomed and not dry_run:
-        storage.delete_backups(doomed)
+        storage.delete(doomed)
     for backup in report.deleted:
         log.info("%s %s (%s)", "would delete" if dry_run else "deleted", backup.name,
                  ", ".join(backup.reasons))

@@ -18,7 +18,7 @@ from backup_exporter.repository.reading import READ_CHUNK, BlobReader, finish_in
 from backup_exporter.restore.mongorestore import restore_with_mongorestore
 from backup_exporter.restore.native import RestoreArchiveError, RestoreFailed, restore_archive
 from backup_exporter.restore.report import RestoredNamespace, RestoreReport
-from backup_exporter.storage.base import BackupInfo, Storage
+from backup_exporter.storage.base import ObjectInfo, Storage
 
 
 def restore(storage: Storage, name: str, *, target_uri: str, ns_include: Sequence[str] = (),
@@ -42,7 +42,7 @@ def restore(storage: Storage, name: str, *, target_uri: str, ns_include: Sequenc
     if len(ns_from) != len(ns_to):
         raise UsageError(f"ns_from has {len(ns_from)} patterns but ns_to has {len(ns_to)}: "
                          f"they pair up one to one")
-    info = storage.backup_info(name)
+    info = storage.stat(name)
     if mongorestore:
         report = restore_with_mongorestore(storage, info, mongorestore, target_uri=target_uri,
                                             ns_include=ns_include, ns_from=ns_from, ns_to=ns_to, drop=drop,
@@ -74,11 +74,11 @@ def restore_latest_check(storage: Storage, prefix: str, plan: str, target_uri: s
                    mongorestore=mongorestore, cancel=cancel)
 
 
-def _restore_native(storage: Storage, info: BackupInfo, *, target_uri: str, ns_include: Sequence[str],
+def _restore_native(storage: Storage, info: ObjectInfo, *, target_uri: str, ns_include: Sequence[str],
                     ns_from: Sequence[str], ns_to: Sequence[str], drop: bool, dry_run: bool,
                     cancel: threading.Event | None) -> RestoreReport:
     name = info.name
-    reader = BlobReader(storage.read_backup(name, READ_CHUNK), cancel=cancel)
+    reader = BlobReader(storage.read(name, READ_CHUNK), cancel=cancel)
     try:
         try:
             summary = restore_archive(archive.gunzip_stream(reader), target_uri, ns_include=ns_include,

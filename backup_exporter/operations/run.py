@@ -29,6 +29,7 @@ from backup_exporter.engines.base import DumpInfo, Engine
 from backup_exporter.engines.mongodump import MongodumpEngine
 from backup_exporter.engines.process import NativeProcessEngine
 from backup_exporter.repository import records
+from backup_exporter.repository.metadata import backup_metadata
 from backup_exporter.storage.base import Storage, Upload
 from backup_exporter.system.logs import event, plan_logger
 
@@ -224,18 +225,11 @@ def _locked_run(plan: PlanConfig, storage: Storage, state: PlanStates | None, ca
         if problem:
             raise DumpFailed(f"{engine.name}: {problem}", ExitCode.DATA)
         finished_at = clock()
-        upload.commit({
-            "sha256": sink.sha256.hexdigest(),
-            "size": str(sink.size),
-            "plan": plan.name,
-            "engine": info.engine,
-            "tool_version": info.tool_version,
-            "server_version": info.server_version,
-            "source_host": info.source_host,
-            "started": started_at.isoformat(),
-            "finished": finished_at.isoformat(),
-            "exporter_version": __version__,
-        })
+        upload.commit(backup_metadata(
+            sha256=sink.sha256.hexdigest(), size=sink.size, plan=plan.name, engine=info.engine,
+            tool_version=info.tool_version, server_version=info.server_version, source_host=info.source_host,
+            started=started_at, finished=finished_at, exporter_version=__version__,
+        ), access_tier=plan.access_tier)
         # The run ends when its backup is committed: the upload's tail belongs to its duration.
         committed_at = clock()
     except BaseException as exc:

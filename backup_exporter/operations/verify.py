@@ -39,8 +39,8 @@ def verify_backup(storage: Storage, name: str, *, cancel: threading.Event | None
     StorageError (or AuthenticationFailed) when the object cannot be read, and Interrupted when `cancel`
     is set.
     """
-    info = storage.backup_info(name)
-    reader = BlobReader(storage.read_backup(name, READ_CHUNK), cancel=cancel)
+    info = storage.stat(name)
+    reader = BlobReader(storage.read(name, READ_CHUNK), cancel=cancel)
     summary: archive.ArchiveSummary | None = None
     archive_problem: str | None = None
     try:

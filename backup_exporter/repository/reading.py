@@ -11,7 +11,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from backup_exporter.core.errors import ArchiveError, Interrupted
-from backup_exporter.storage.base import BackupInfo
+from backup_exporter.repository.metadata import expected_digest
+from backup_exporter.storage.base import ObjectInfo
+
+__all__ = ["READ_CHUNK", "BlobReader", "expected_digest", "finish_integrity", "integrity_problems", "signum_of"]
 
 READ_CHUNK = 1 << 20  # storage read size: big enough for throughput, small enough to hold a few
 
@@ -88,15 +91,7 @@ class BlobReader(io.RawIOBase):
         super().close()
 
 
-def expected_digest(info: BackupInfo) -> tuple[str | None, int | None]:
-    """Return (sha256, size) recorded in the object's metadata; None for a missing or unreadable value."""
-    sha = (info.metadata.get("sha256") or "").strip().lower() or None
-    raw_size = (info.metadata.get("size") or "").strip()
-    size = int(raw_size) if raw_size.isdigit() else None
-    return sha, size
-
-
-def integrity_problems(reader: BlobReader, info: BackupInfo) -> list[str]:
+def integrity_problems(reader: BlobReader, info: ObjectInfo) -> list[str]:
     """Return what does not match between the bytes read and the object's metadata and size."""
     expected_sha, expected_size = expected_digest(info)
     problems = []
@@ -109,7 +104,7 @@ def integrity_problems(reader: BlobReader, info: BackupInfo) -> list[str]:
     return problems
 
 
-def finish_integrity(name: str, reader: BlobReader, info: BackupInfo) -> None:
+def finish_integrity(name: str, reader: BlobReader, info: ObjectInfo) -> None:
     problems = integrity_problems(reader, info)
     if problems:
         raise ArchiveError(f"backup {name} was restored but does not match its metadata, so the restored "

@@ -16,13 +16,13 @@ from backup_exporter.storage.base import Storage
 def load(storage: Storage, name: str, plan: str) -> PlanStatus:
     """Return the plan's stored status (empty when none), with its restore-check verdict. Raises StorageError
     naming the object when it is unreadable, so the operator knows which file to inspect or delete."""
-    data = storage.read_status(name)
+    data = storage.get(name)
     try:
         record = PlanStatus.from_json(plan, data)
     except StorageError as exc:
         raise StorageError(f"{exc.message} ({name} in {storage.describe()})") from None
     check_name = restore_check_name(name)
-    check = storage.read_status(check_name)
+    check = storage.get(check_name)
     if check:
         try:
             verdict = json.loads(check)
@@ -37,7 +37,7 @@ def load(storage: Storage, name: str, plan: str) -> PlanStatus:
 
 def save_restore_check(storage: Storage, status_name: str, verdict: dict[str, Any]) -> None:
     """Store the plan's latest restore-check verdict beside its status. Raises StorageError."""
-    storage.write_status(restore_check_name(status_name), json.dumps(verdict, sort_keys=True).encode())
+    storage.put(restore_check_name(status_name), json.dumps(verdict, sort_keys=True).encode())
 
 
 # Only runs rewrite the record, and they hold the plan's storage lock while they do, which serialises
@@ -59,7 +59,7 @@ def update(storage: Storage, name: str, plan: str, change: Callable[[PlanStatus]
 
 def save(storage: Storage, name: str, status: PlanStatus) -> None:
     """Store the plan's status. Raises StorageError."""
-    storage.write_status(name, status.to_json())
+    storage.put(name, status.to_json())
 
 
 def settle(storage: Storage, status: PlanStatus, lock_name: str) -> PlanStatus:

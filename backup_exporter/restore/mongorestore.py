@@ -15,7 +15,7 @@ from backup_exporter.mongo.namespaces import pattern_regex, target_namespace
 from backup_exporter.repository.reading import READ_CHUNK, BlobReader, finish_integrity, signum_of
 from backup_exporter.restore.native import RestoreFailed
 from backup_exporter.restore.report import RestoredNamespace, RestoreReport
-from backup_exporter.storage.base import BackupInfo, Storage
+from backup_exporter.storage.base import ObjectInfo, Storage
 from backup_exporter.system import execute
 
 _STDERR_LINES = 5
@@ -55,14 +55,14 @@ class _StdinFeeder:
             self.broken = True
 
 
-def restore_with_mongorestore(storage: Storage, info: BackupInfo, binary: str, *, target_uri: str,
+def restore_with_mongorestore(storage: Storage, info: ObjectInfo, binary: str, *, target_uri: str,
                                ns_include: Sequence[str], ns_from: Sequence[str], ns_to: Sequence[str],
                                drop: bool, dry_run: bool,
                                cancel: threading.Event | None) -> RestoreReport:
     name = info.name
     argv = commands.mongorestore_argv(binary, ns_include=ns_include, ns_from=ns_from, ns_to=ns_to, drop=drop,
                              dry_run=dry_run)
-    chunks = storage.read_backup(name, READ_CHUNK)
+    chunks = storage.read(name, READ_CHUNK)
     try:
         command = execute.Command(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                   secret_files={"config": commands.tool_config(target_uri)},

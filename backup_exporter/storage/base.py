@@ -1,10 +1,22 @@
-"""The contract every storage backend keeps.
+"""The storage contract: a small set of primitives every backend (local, Azure, in-memory) keeps.
 
-A backup is one object named ``<prefix>/<plan>/<UTC timestamp>.archive.gz``. It becomes visible only when
-``Upload.commit`` is called; ``Upload.abort`` (or a crash) leaves nothing a listing would show. Beside the
-backups each plan has a small status document (``<prefix>/<plan>/_status.json``) holding the last run's
-result, so every process that backs up or exports metrics for the plan shares one truth, and a lock
-(``<prefix>/<plan>/_lock``) so that no two processes dump the same plan at once.
+A backend stores named objects (``prod/orders/2026-11-27T13-00-00Z.archive.gz``, ``prod/orders/_status.json``)
+and knows nothing about backups: which names are a plan's archives, what the status records hold and what
+metadata a backup carries are decided once, above it, in ``backup_exporter.repository``. Names are
+``/``-separated paths; a "folder" is a name prefix ending at a ``/``.
+
+The guarantees the rest of the project relies on:
+
+* a streamed object (``start_upload``) becomes visible only at ``Upload.commit``; an abort or a crash leaves
+  nothing that ``list_objects``/``stat``/``read`` would show;
+* a commit never replaces an existing object of the same name (two runs named in the same second);
+* a commit of an upload into a folder whose lock this process held and lost fails (a lease broken or not
+  renewed for a whole lease period), so a run that no longer owns its plan commits nothing;
+* ``list_objects`` either returns the complete listing or raises; never a partial list;
+* small objects (``put``) are replaced atomically: a reader sees the old or the new bytes, never a mix.
+
+The design follows restic's ``internal/backend``: one small interface, one folder per backend, the rules
+above it in one place, and an in-memory backend (``storage.memory``) that passes the same contract tests.
 """
 
 from __future__ import annotations
@@ -15,14 +27,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from backup_exporter.core.naming import ARCHIVE_SUFFIX, LOCK_NAME, STATUS_NAME
+__all__ = ["ACCESS_TIERS", "READ_CHUNK", "ObjectInfo", "Storage", "Upload", "folder_of"]
 
-__all__ = ["ARCHIVE_SUFFIX", "LOCK_NAME", "STATUS_NAME", "BackupInfo", "Storage", "Upload"]
+# The Azure access tiers a backup may be committed into (the config stores them capitalised).
+ACCESS_TIERS = ("Hot", "Cool", "Cold")
+READ_CHUNK = 4 << 20  # default chunk size of Storage.read
 
 
 @dataclass(frozen=True)
-class BackupInfo:
-    """One committed backup as listed from storage."""
+class ObjectInfo:
+    """One stored object as listed or stat'ed."""
 
     name: str  # full object name, e.g. "prod/orders/2026-11-27T13-00-00Z.archive.gz"
     size: int
@@ -31,7 +45,7 @@ class BackupInfo:
 
 
 class Upload(Protocol):
-    """An archive being written. Bytes are shipped while they are produced; nothing is visible until commit."""
+    """An object being streamed. Bytes are shipped while they are produced; nothing is visible until commit."""
 
     @property
     def bytes_uploaded(self) -> int:
@@ -39,24 +53,31 @@ class Upload(Protocol):
         ...
 
     def write(self, data: bytes) -> None:
-        """Append bytes; blocks while too much is in flight (backpressure). Raises StorageError."""
+        """Append bytes; blocks while too much is in flight (backpressure).
+
+        Raises StorageError when an earlier write failed, the upload is finished, or the lock of its folder
+        was lost."""
         ...
 
-    def commit(self, metadata: dict[str, str]) -> None:
-        """Wait for every pending write, then make the object visible with metadata.
+    def commit(self, metadata: dict[str, str], *, access_tier: str | None = None) -> None:
+        """Wait for every pending write, then make the object visible with `metadata`.
 
-        Raises StorageError when anything failed, and when an object of that name already exists: a
-        committed backup is never replaced. Nothing becomes visible then.
+        `access_tier` (one of ACCESS_TIERS) is set by the same request that makes the object visible, on
+        backends that have tiers (Azure); others ignore it. Raises StorageError when anything failed, when
+        the lock of the object's folder was lost, and when an object of that name already exists: a
+        committed object is never replaced. Nothing becomes visible then.
         """
         ...
 
     def abort(self) -> None:
-        """Discard everything written; never raises, never leaves a visible object."""
+        """Discard everything written; never raises, never leaves a visible object. A no-op after commit."""
         ...
 
 
 class Storage(Protocol):
-    """A place to keep backups. Implementations: storage.local.LocalStorage, storage.azure.AzureStorage."""
+    """A place to keep objects. Implementations: storage.local.LocalStorage, storage.azure.AzureStorage,
+    storage.memory.MemoryStorage. Every method raises StorageError (AuthenticationFailed for refused
+    credentials) with one secret-free line."""
 
     def describe(self) -> str:
         """Return a human-readable location without secrets, e.g. 'azure://account/container'."""
@@ -67,34 +88,41 @@ class Storage(Protocol):
         ...
 
     def start_upload(self, name: str) -> Upload:
-        """Begin writing the object `name`. Raises StorageError."""
+        """Begin streaming the object `name`; nothing is visible until commit. Raises StorageError."""
         ...
 
-    def list_backups(self, prefix: str) -> list[BackupInfo]:
-        """Return committed archives directly under `prefix/` (names ending .archive.gz), oldest first.
+    def put(self, name: str, data: bytes) -> None:
+        """Create or replace the small object `name` atomically (status records). Raises StorageError."""
+        ...
 
-        Raises StorageError when the listing fails or is incomplete; never returns a partial list.
+    def get(self, name: str) -> bytes | None:
+        """Return the whole (small) object `name`, or None when it does not exist. Raises StorageError."""
+        ...
+
+    def read(self, name: str, chunk_size: int = READ_CHUNK) -> Iterator[bytes]:
+        """Stream the object's bytes in chunks of at most `chunk_size`.
+
+        Raises StorageError at once when the object is missing, and from the iterator on a failed read."""
+        ...
+
+    def stat(self, name: str) -> ObjectInfo:
+        """Return size, time and metadata of one object. Raises StorageError when it is missing."""
+        ...
+
+    def list_objects(self, prefix: str) -> list[ObjectInfo]:
+        """Return every object whose name is under the folder `prefix` (at any depth), sorted by name.
+
+        `prefix` "" (or "/") lists everything; a trailing "/" is optional; a folder that does not exist
+        lists as empty. Raises StorageError when the listing fails or is incomplete; never returns a
+        partial list.
         """
         ...
 
-    def read_backup(self, name: str, chunk_size: int = 4 << 20) -> Iterator[bytes]:
-        """Stream the object's bytes in chunks. Raises StorageError (missing object included)."""
-        ...
+    def delete(self, names: Sequence[str]) -> None:
+        """Delete these objects (in batches where the backend supports it); missing ones are fine.
 
-    def backup_info(self, name: str) -> BackupInfo:
-        """Return size, time and metadata of one object. Raises StorageError when missing."""
-        ...
-
-    def delete_backups(self, names: Sequence[str]) -> None:
-        """Delete these objects (in batches where the backend supports it). Raises StorageError."""
-        ...
-
-    def read_status(self, name: str) -> bytes | None:
-        """Return the small status object `name`, or None when it does not exist. Raises StorageError."""
-        ...
-
-    def write_status(self, name: str, data: bytes) -> None:
-        """Replace the small status object `name` atomically. Raises StorageError."""
+        Raises StorageError naming how many could not be deleted (e.g. an immutability policy refused).
+        """
         ...
 
     def lock(self, name: str, holder: str) -> contextlib.AbstractContextManager[None]:
@@ -115,3 +143,10 @@ class Storage(Protocol):
     def close(self) -> None:
         """Release connections and threads."""
         ...
+
+
+def folder_of(prefix: str) -> str:
+    """Return `prefix` as a listing folder: without surrounding slashes and, unless empty, ending in "/"."""
+    base = prefix.strip("/")
+    return f"{base}/" if base else ""
+
