@@ -77,14 +77,10 @@ def cron(value: Any, timezone: str = "UTC") -> CronSchedule:
         raise ValueError(f"invalid cron expression '{text}': {exc}") from None
 
 
-def between(low: float, high: float = math.inf) -> Callable[[int], int]:
+def between(low: float, high: float = math.inf) -> AfterValidator:
     """Return a validator refusing numbers outside low..high."""
-    def validate(value: int) -> int:
-        if not low <= value <= high:
-            raise ValueError(f"must be {low} or more, got {value}" if high == math.inf
-                             else f"must be between {low} and {high}, got {value}")
-        return value
-    return validate
+    return check(lambda v: low <= v <= high, lambda v: f"must be {low} or more, got {v}" if high == math.inf
+                 else f"must be between {low} and {high}, got {v}")
 
 
 def one_of(what: str, choices: Sequence[str], *, capitalize: bool = False) -> Callable[[str], str]:
@@ -144,8 +140,8 @@ def _mongodb_uri(value: str) -> str:
 
 
 Number = Annotated[int, BeforeValidator(_no_bool)]
-Count = Annotated[Number, AfterValidator(between(0))]
-Positive = Annotated[Number, AfterValidator(between(1))]
+Count = Annotated[Number, between(0)]
+Positive = Annotated[Number, between(1)]
 Seconds = Annotated[float, PlainValidator(duration_seconds)]
 Size = Annotated[int, PlainValidator(parse_size)]
 # 2 MiB is the smallest start whose growing schedule still fits 4 TiB into Azure's 50,000 blocks.

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from backup_exporter.config.models import Config
+from backup_exporter.config.models import SECRET_FIELDS, URI_FIELDS, Config
 from backup_exporter.core.redact import MASK, mask_uri
-
-SECRET_FIELDS = frozenset({"connection_string", "sas_token", "password", "api_token"})
-URI_FIELDS = frozenset({"mongodb_uri", "uri"})
 
 
 def masked(config: Config) -> dict[str, Any]:

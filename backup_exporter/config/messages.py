@@ -12,11 +12,10 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from backup_exporter.config.models import Config
+from backup_exporter.config.models import SECRET_FIELDS, URI_FIELDS, Config
 from backup_exporter.core.errors import ConfigError
 
 Loc = tuple[str | int, ...]
-SECRET_KEYS = frozenset({"connection_string", "sas_token", "password", "api_token", "mongodb_uri", "uri"})
 _EXPECTED = {"int": "a whole number", "float": "a number", "bool": "true or false", "string": "text",
              "dict": "a mapping", "model": "a mapping", "mapping": "a mapping",
              "list": "a list", "tuple": "a list", "path": "a file path"}
@@ -38,7 +37,7 @@ def message(error: ErrorDetails, loc: Loc) -> str:
     expected = _EXPECTED.get(kind.split("_")[0])
     if expected is None:
         return error["msg"].replace("Input should be", "expected")
-    if any(p in SECRET_KEYS for p in loc if isinstance(p, str)):
+    if any(p in SECRET_FIELDS | URI_FIELDS for p in loc if isinstance(p, str)):
         return f"expected {expected}, got {type(value).__name__}"
     if (kind.endswith("_parsing") and isinstance(value, str)) or kind == "int_from_float":
         return f"{value!r:.60} is not {expected}"

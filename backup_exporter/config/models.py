@@ -1,9 +1,6 @@
-"""The configuration's models: frozen pydantic models, one per section, validated from YAML or the environment.
-
-Keys are the YAML keys; attributes keep the names the rest of the code reads (``max_age`` is read into
-``max_age_seconds``). A rule spanning several keys ("azure needs credentials") is checked on the raw
-mapping by ``Model.prepare``, so that it is reported together with every field error, not only once the
-fields are valid.
+"""The configuration's models: frozen pydantic models, one per section. Keys are the YAML keys; attributes
+keep the names the code reads (``max_age`` -> ``max_age_seconds``). Rules spanning keys are checked on the raw
+mapping (``Model.prepare``), so they are reported with every field error, not only once the fields are valid.
 """
 
 from __future__ import annotations
@@ -38,6 +35,8 @@ from backup_exporter.core.schedule import CronSchedule
 DEFAULT_MAX_AGE_SECONDS = 8 * 3600
 ENGINES = ("auto", "mongodump", "native")
 ACCESS_TIERS = ("Hot", "Cool", "Cold")
+SECRET_FIELDS = frozenset({"connection_string", "sas_token", "password", "api_token"})
+URI_FIELDS = frozenset({"mongodb_uri", "uri"})  # shown with the password masked
 Problem = tuple[tuple[str | int, ...], str]  # (where below the section, message)
 
 
@@ -50,7 +49,7 @@ def _line(loc: tuple[str | int, ...], message: str) -> InitErrorDetails:
 class Model(BaseModel):
     """A frozen section without unknown keys, where a YAML null or "" means "not set"."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
     internal: ClassVar[frozenset[str]] = frozenset()  # set by the loader, never by input
     file_keys: ClassVar[tuple[str, ...]] = ()  # keys the loader consumes before validation
     keep_empty: ClassVar[frozenset[str]] = frozenset()  # here null means "present and empty"
@@ -203,8 +202,8 @@ class PlanConfig(Model):
     timeout_seconds: f.Seconds | None = Field(default=None, alias="timeout")  # longer runs stop (exit 124)
     retention: Retention = RetentionPolicy()
     restore_check: RestoreCheckConfig = RestoreCheckConfig()
-    compression_level: Annotated[f.Count, AfterValidator(f.between(0, 3))] = 1  # ISA-L gzip level
-    parallel_collections: Annotated[f.Count, AfterValidator(f.between(1, 16))] = 4  # native engine readers
+    compression_level: Annotated[f.Count, f.between(0, 3)] = 1  # ISA-L gzip level
+    parallel_collections: Annotated[f.Count, f.between(1, 16)] = 4  # native engine readers
     mongodump_compress: bool = False  # true: mongodump --gzip; false: backupctl gzips the archive stream
     encryption: EncryptionConfig | None = None
     access_tier: Annotated[str, AfterValidator(f.one_of("an access tier", ACCESS_TIERS, capitalize=True))] | None \
