@@ -192,3 +192,13 @@ def test_check_config_shows_recipients_and_exits_78_on_an_empty_encryption(tmp_p
     result = backupctl(["check-config", "--config", str(file_config(tmp_path, "encryption: {}"))], base_env())
     assert result.returncode == 78 and "At 'plans.p.encryption': has no recipient" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_code_builds_models_with_attribute_names_and_they_are_still_validated() -> None:
+    plan = config.PlanConfig(name="p", mongodb_uri="mongodb://h/", max_age_seconds=60, compression_level=2)
+    assert (plan.name, plan.max_age_seconds, plan.compression_level, plan.schedule.expression) == (
+        "p", 60, 2, "0 */6 * * *")
+    with pytest.raises(pydantic.ValidationError, match="must be between 0 and 3, got 7"):
+        config.PlanConfig(name="p", mongodb_uri="mongodb://h/", compression_level=7)
+    with pytest.raises(pydantic.ValidationError, match="is not an age X25519 recipient"):
+        config.EncryptionConfig(recipients=("age1nope",))

@@ -53,7 +53,7 @@ def validate(raw: Any, source: str, *, reported: Sequence[tuple[Loc, str]] = (),
     """
     lines = [text for _, text in reported]
     try:
-        cfg = Config.model_validate(raw)
+        cfg = Config.model_validate(raw, context={"input": True})
     except ValidationError as exc:
         for error in exc.errors():
             loc = tuple(p for p in error["loc"] if p != "[key]")  # a bad plan name is reported at the plan

@@ -49,7 +49,8 @@ def _line(loc: tuple[str | int, ...], message: str) -> InitErrorDetails:
 class Model(BaseModel):
     """A frozen section without unknown keys, where a YAML null or "" means "not set"."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Code may use attribute names (PlanConfig(max_age_seconds=60)); a file or the environment may not.
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
     internal: ClassVar[frozenset[str]] = frozenset()  # set by the loader, never by input
     file_keys: ClassVar[tuple[str, ...]] = ()  # keys the loader consumes before validation
     keep_empty: ClassVar[frozenset[str]] = frozenset()  # here null means "present and empty"
@@ -67,13 +68,16 @@ class Model(BaseModel):
 
     @model_validator(mode="wrap")
     @classmethod
-    def _every_error(cls, data: Any, handler: ModelWrapValidatorHandler[Self]) -> Self:
+    def _every_error(cls, data: Any, handler: ModelWrapValidatorHandler[Self], info: ValidationInfo) -> Self:
         problems: list[Problem] = []
         if isinstance(data, dict) or data is None:
             data = {k: {} if v in (None, "") else v for k, v in (data or {}).items()
                     if k in cls.keep_empty or v not in (None, "")}
-            problems = [((k,), cls.unknown_key()) for k in sorted(cls.internal & data.keys())]
-            data = {k: v for k, v in data.items() if k not in cls.internal}
+            if (info.context or {}).get("input"):  # a file or the environment: the documented keys only
+                hidden = {k for k in data if k in cls.internal or (
+                    k in cls.model_fields and cls.model_fields[k].alias not in (None, k))}
+                problems = [((k,), cls.unknown_key()) for k in sorted(hidden)]
+                data = {k: v for k, v in data.items() if k not in hidden}
             problems += cls.prepare(data)
         try:
             model = handler(data)
@@ -184,6 +188,8 @@ Retention = Annotated[RetentionPolicy, PlainValidator(_retention), PlainSerializ
 
 
 class PlanConfig(Model):
+    """One backup plan. Its schedules are always in its `timezone` (a CronSchedule given is re-read in it)."""
+
     internal = frozenset({"name"})
     keep_empty = frozenset({"encryption"})  # `encryption:` left empty is an error, never plain text
 
