@@ -83,13 +83,13 @@ def between(low: float, high: float = math.inf) -> AfterValidator:
                  else f"must be between {low} and {high}, got {v}")
 
 
-def one_of(what: str, choices: Sequence[str], *, capitalize: bool = False) -> Callable[[str], str]:
+def one_of(what: str, choices: Sequence[str], *, capitalize: bool = False) -> AfterValidator:
     """Return a validator accepting one of `choices` (any case, stored capitalised, when asked)."""
     def validate(value: str) -> str:
         if (value.capitalize() if capitalize else value) not in choices:
             raise ValueError(f"'{value}' is not {what} (choose {', '.join(choices[:-1])} or {choices[-1]})")
         return value.capitalize() if capitalize else value
-    return validate
+    return AfterValidator(validate)
 
 
 def check(test: Callable[[Any], bool], message: str | Callable[[Any], str]) -> AfterValidator:
@@ -142,7 +142,8 @@ def _mongodb_uri(value: str) -> str:
 Number = Annotated[int, BeforeValidator(_no_bool)]
 Count = Annotated[Number, between(0)]
 Positive = Annotated[Number, between(1)]
-Seconds = Annotated[float, PlainValidator(duration_seconds)]
+Seconds = Annotated[float, PlainValidator(duration_seconds), PlainSerializer(
+    lambda v: format_duration(timedelta(seconds=v)) if float(v).is_integer() else v)]
 Size = Annotated[int, PlainValidator(parse_size)]
 # 2 MiB is the smallest start whose growing schedule still fits 4 TiB into Azure's 50,000 blocks.
 BlockSize = Annotated[Size, check(lambda v: 2 << 20 <= v <= 256 << 20, "must be between 2MiB and 256MiB")]

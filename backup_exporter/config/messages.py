@@ -32,8 +32,11 @@ def message(error: ErrorDetails, loc: Loc) -> str:
     kind, ctx, value = error["type"], error.get("ctx") or {}, error["input"]
     if kind in ("config", "value_error"):
         return str(ctx.get("message") or ctx.get("error"))
-    if kind in ("missing", "extra_forbidden"):
-        return "is required" if kind == "missing" else "unknown key"
+    if kind == "missing":
+        return "is required" + (" (an Azure container and its credentials, or type: local and a path)"
+                                if loc == ("storage",) else "")
+    if kind == "extra_forbidden":
+        return "unknown key"
     expected = _EXPECTED.get(kind.split("_")[0])
     if expected is None:
         return error["msg"].replace("Input should be", "expected")

@@ -92,7 +92,7 @@ class Model(BaseModel):
 
 
 class StorageConfig(Model):
-    type: Annotated[str, AfterValidator(f.one_of("a storage type", ("azure", "local")))] = "azure"
+    type: Annotated[str, f.one_of("a storage type", ("azure", "local"))] = "azure"
     container: str = ""
     connection_string: f.ConnectionString | None = None
     account_url: f.AccountUrl | None = None
@@ -198,7 +198,7 @@ class PlanConfig(Model):
     timezone: f.TimeZoneName = "UTC"  # before the schedules: they are read in it
     schedule: f.Cron = Field(default=f.DEFAULT_SCHEDULE, validate_default=True)
     prefix: Annotated[str, AfterValidator(lambda v: v.strip("/"))] = ""
-    engine: Annotated[str, AfterValidator(f.one_of("an engine", ENGINES))] = "auto"
+    engine: Annotated[str, f.one_of("an engine", ENGINES)] = "auto"
     mongodump_path: str = "mongodump"
     mongodump_args: f.MongodumpArgs = ()
     include: f.Names = ()
@@ -212,8 +212,7 @@ class PlanConfig(Model):
     parallel_collections: Annotated[f.Count, f.between(1, 16)] = 4  # native engine readers
     mongodump_compress: bool = False  # true: mongodump --gzip; false: backupctl gzips the archive stream
     encryption: EncryptionConfig | None = None
-    access_tier: Annotated[str, AfterValidator(f.one_of("an access tier", ACCESS_TIERS, capitalize=True))] | None \
-        = None
+    access_tier: Annotated[str, f.one_of("an access tier", ACCESS_TIERS, capitalize=True)] | None = None
 
     @field_validator("schedule", "restore_check")
     @classmethod
@@ -267,7 +266,7 @@ class Config(Model):
     plans: Mapping[f.PlanName, PlanConfig] = Field(default_factory=dict, validate_default=True)
     server: ServerConfig = ServerConfig()
     pushgateway: PushConfig = PushConfig()
-    log_format: Annotated[str, AfterValidator(f.one_of("a log format", ("text", "json")))] = "text"
+    log_format: Annotated[str, f.one_of("a log format", ("text", "json"))] = "text"
     source: str = "environment"
 
     @field_validator("plans")
