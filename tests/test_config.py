@@ -124,7 +124,7 @@ def test_environment_only_mode_with_sas_token_or_managed_identity() -> None:
     ({"MONGODB_URI": "mongodb://db/", "BACKUP_LOCAL_DIR": "/b", "BACKUP_SCHEDULE": "every day"},
      "BACKUP_SCHEDULE: invalid cron expression 'every day'"),
     ({"MONGODB_URI": "mongodb://db/", "BACKUP_LOCAL_DIR": "/b", "BACKUP_KEEP_LAST": "three"},
-     "BACKUP_KEEP_LAST='three' is not a whole number"),
+     "BACKUP_KEEP_LAST: 'three' is not a whole number"),
     ({"MONGODB_URI": "mongodb://db/", "BACKUP_LOCAL_DIR": "/b", "BACKUP_LISTEN_ADDRESS": "9868"},
      "BACKUP_LISTEN_ADDRESS: '9868' is not host:port"),
     ({"MONGODB_URI": "mongodb://db/", "AZURE_STORAGE_CONNECTION_STRING": "garbage", "AZURE_STORAGE_CONTAINER": "c"},

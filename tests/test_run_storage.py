@@ -4,7 +4,6 @@ fake-mongodump executable; storage behaviour itself is tested in test_storage_co
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 from pathlib import Path
@@ -65,7 +64,7 @@ def test_a_run_commits_its_backup_in_the_plans_access_tier(
         "storage": {"container": container, "connection_string": azure_connection_string},
         "plans": {"main": {"mongodb_uri": "mongodb://127.0.0.1:1/", "engine": "mongodump",
                            "mongodump_path": FAKE_MONGODUMP}}}, {}, "test")
-    plan = dataclasses.replace(cfg.plans["main"], access_tier="Cold")
+    plan = cfg.plans["main"].model_copy(update={"access_tier": "Cold"})
     monkeypatch.setenv("FAKE_MONGODUMP_MODE", "ok")
     storage = AzureStorage(container, connection_string=azure_connection_string)
     try:

@@ -32,7 +32,6 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -96,8 +95,7 @@ def push_config_from_args(args: argparse.Namespace, base: PushConfig) -> PushCon
         except OSError as exc:
             raise UsageError(f"--push-password-file {args.push_password_file}: {exc.strerror or exc}") from None
     timeout = getattr(args, "push_timeout", None)
-    cfg = replace(
-        base,
+    cfg = base.model_copy(update=dict(
         url=getattr(args, "pushgateway", None) or base.url,
         job=getattr(args, "job", None) or base.job,
         grouping_key=grouping,
@@ -108,7 +106,7 @@ def push_config_from_args(args: argparse.Namespace, base: PushConfig) -> PushCon
         key_file=getattr(args, "push_key_file", None) or base.key_file,
         timeout_seconds=base.timeout_seconds if timeout is None else timeout,
         textfile=getattr(args, "textfile", None) or base.textfile,
-    )
+    ))
     if not cfg.job:
         raise UsageError("--job must not be empty")
     if not cfg.timeout_seconds > 0:
@@ -133,10 +131,10 @@ def _credentials_from_url(cfg: PushConfig) -> PushConfig:
     if parts.username is None and parts.password is None:
         return cfg
     netloc = parts.netloc.rsplit("@", 1)[1]
-    return replace(
-        cfg, url=urllib.parse.urlunsplit(parts._replace(netloc=netloc)),
+    return cfg.model_copy(update=dict(
+        url=urllib.parse.urlunsplit(parts._replace(netloc=netloc)),
         username=cfg.username if cfg.username is not None else urllib.parse.unquote(parts.username or ""),
-        password=cfg.password if cfg.password is not None else urllib.parse.unquote(parts.password or ""))
+        password=cfg.password if cfg.password is not None else urllib.parse.unquote(parts.password or "")))
 
 
 # --- metrics ----------------------------------------------------------------------------------------------
