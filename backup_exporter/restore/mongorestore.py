@@ -111,7 +111,7 @@ def restore_with_mongorestore(storage: Storage, info: BackupInfo, binary: str, *
             continue
         report.namespaces.append(RestoredNamespace(
             source=ns, target=target_namespace(ns, ns_from, ns_to),
-            archive_documents=ns_summary.documents))
+            archive_documents=ns_summary.documents, view=ns_summary.meta.type == "view"))
     return report
 
 
