@@ -11,7 +11,7 @@ keep the same namespaces.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bson.binary import Binary
@@ -44,7 +44,7 @@ def uuid_hex(info: Any) -> str | None:
     return hex_value if isinstance(hex_value, str) else None
 
 
-def collection_meta(db: str, info: dict[str, Any], indexes: Sequence[dict[str, Any]]) -> CollectionMeta:
+def collection_meta(db: str, info: Mapping[str, Any], indexes: Sequence[Mapping[str, Any]]) -> CollectionMeta:
     """Return the prelude entry of one listCollections result: options, indexes (without the legacy
     `ns`), uuid and type ("collection", "view" or "timeseries") as mongodump writes them."""
     kind = str(info.get("type") or "collection")
