@@ -9,10 +9,11 @@ from collections.abc import Sequence
 from pymongo.errors import PyMongoError
 
 from backup_exporter import archive
-from backup_exporter.core.errors import ArchiveError, BackupError, ExitCode, UsageError
+from backup_exporter.core.errors import ArchiveError, BackupError, ExitCode
 from backup_exporter.core.naming import plan_prefix
 from backup_exporter.mongo.client import make_client
 from backup_exporter.mongo.errors import map_pymongo_error
+from backup_exporter.mongo.namespaces import check_patterns
 from backup_exporter.repository.backups import plan_backups
 from backup_exporter.repository.reading import READ_CHUNK, BlobReader, finish_integrity, integrity_problems
 from backup_exporter.restore.mongorestore import restore_with_mongorestore
@@ -39,9 +40,8 @@ def restore(storage: Storage, name: str, *, target_uri: str, ns_include: Sequenc
     refusing a collection or index), SourceUnavailable/AuthenticationFailed for the target, Interrupted
     when `cancel` is set.
     """
-    if len(ns_from) != len(ns_to):
-        raise UsageError(f"ns_from has {len(ns_from)} patterns but ns_to has {len(ns_to)}: "
-                         f"they pair up one to one")
+    # Both engines refuse the same malformed patterns, before anything is read or started.
+    check_patterns(ns_include, (), ns_from, ns_to)
     info = storage.backup_info(name)
     if mongorestore:
         report = restore_with_mongorestore(storage, info, mongorestore, target_uri=target_uri,

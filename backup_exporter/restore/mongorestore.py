@@ -11,7 +11,7 @@ from backup_exporter import archive
 from backup_exporter.core import argv as commands
 from backup_exporter.core.errors import ArchiveError, ExitCode, Interrupted
 from backup_exporter.mongo.errors import scrub
-from backup_exporter.mongo.namespaces import pattern_regex, target_namespace
+from backup_exporter.mongo.namespaces import pattern_matches, target_namespace
 from backup_exporter.repository.reading import READ_CHUNK, BlobReader, finish_integrity, signum_of
 from backup_exporter.restore.native import RestoreFailed
 from backup_exporter.restore.report import RestoredNamespace, RestoreReport
@@ -22,7 +22,7 @@ _STDERR_LINES = 5
 
 
 def _included(ns: str, ns_include: Sequence[str]) -> bool:
-    return not ns_include or any(pattern_regex(p).fullmatch(ns) for p in ns_include)
+    return not ns_include or any(pattern_matches(p, ns) for p in ns_include)
 
 
 class _ChildStopped(Exception):
