@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import yaml
 
 from backup_exporter.core import argv as commands
+from backup_exporter.core.errors import UsageError
 
 URI = "mongodb://dbuser:S3cr3t%40x@db-0.example.net:27017,db-1.example.net:27017/?replicaSet=rs0&authSource=admin"
 
@@ -12,8 +14,29 @@ URI = "mongodb://dbuser:S3cr3t%40x@db-0.example.net:27017,db-1.example.net:27017
 def test_mongodump_argv_streams_a_gzip_archive_and_takes_the_uri_from_config() -> None:
     argv = commands.mongodump_argv("/usr/bin/mongodump", include=["shop.*"], exclude=["shop.tmp"],
                                    extra_args=["--readPreference=secondary"])
-    assert argv == ("/usr/bin/mongodump", "--archive", "--gzip", "--config={config}", "--nsInclude=shop.*",
-                    "--nsExclude=shop.tmp", "--readPreference=secondary")
+    assert argv == ("/usr/bin/mongodump", "--archive", "--gzip", "--config={config}", "--db=shop",
+                    "--excludeCollection=tmp", "--readPreference=secondary")
+
+
+@pytest.mark.parametrize(("include", "exclude", "expected"), [
+    ([], [], ()),
+    (["shop.orders"], [], ("--db=shop", "--collection=orders")),
+    (["shop.*"], ["shop.tmp_*", "shop.cache"], ("--db=shop", "--excludeCollectionsWithPrefix=tmp_",
+                                                "--excludeCollection=cache")),
+])
+def test_mongodump_gets_the_filters_it_understands(include: list[str], exclude: list[str],
+                                                   expected: tuple[str, ...]) -> None:
+    assert commands.mongodump_filters(include, exclude) == expected
+
+
+@pytest.mark.parametrize(("include", "exclude"), [
+    (["a.*", "b.*"], []), (["*.users"], []), (["shop.u*"], []), ([], ["shop.tmp"]), (["shop.*"], ["crm.x"]),
+])
+def test_filters_mongodump_cannot_express_are_refused_naming_the_pattern(include: list[str],
+                                                                         exclude: list[str]) -> None:
+    # mongodump 100.8.0 has no --nsInclude/--nsExclude: it would stop with "unknown option".
+    with pytest.raises(UsageError, match="engine mongodump cannot apply the namespace filter"):
+        commands.mongodump_filters(include, exclude)
 
 
 def test_the_native_child_gets_the_same_contract() -> None:

@@ -12,6 +12,7 @@ from backup_exporter.core import argv as commands
 from backup_exporter.core.errors import ArchiveError, ExitCode, Interrupted
 from backup_exporter.mongo.errors import scrub
 from backup_exporter.mongo.namespaces import pattern_matches, target_namespace
+from backup_exporter.mongo.uri import uri_secrets
 from backup_exporter.repository.reading import READ_CHUNK, BlobReader, finish_integrity, signum_of
 from backup_exporter.restore.native import RestoreFailed
 from backup_exporter.restore.report import RestoredNamespace, RestoreReport
@@ -66,7 +67,7 @@ def restore_with_mongorestore(storage: Storage, info: BackupInfo, binary: str, *
     try:
         command = execute.Command(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                   secret_files={"config": commands.tool_config(target_uri)},
-                                  log_prefix="mongorestore: ")
+                                  log_prefix="mongorestore: ", secrets=uri_secrets(target_uri))
     except OSError as exc:
         closer = getattr(chunks, "close", None)
         if callable(closer):
