@@ -4,25 +4,31 @@ mongorestore and with the native engine, and what each put in the target must be
 from __future__ import annotations
 
 import hashlib
+import io
+import os
 import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import bson
 import pytest
 from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
 from pymongo import MongoClient
 
+from backup_exporter.archive import ArchiveHeader, ArchiveWriter, CollectionMeta, GzipStreamWriter
 from backup_exporter.core import naming
 from backup_exporter.core.argv import mongorestore_argv, tool_config
-from backup_exporter.core.errors import UsageError
+from backup_exporter.core.errors import ArchiveError, UsageError
 from backup_exporter.engines.native import NativeEngine
 from backup_exporter.mongo.namespaces import ns_selected
-from backup_exporter.operations.restore import restore
+from backup_exporter.operations.restore import restore, restore_targets
+from backup_exporter.repository.reading import READ_CHUNK
 from backup_exporter.storage.local import LocalStorage
 from backup_exporter.system.execute import Command
 from tests.mongo_tools import MongoTools
@@ -148,3 +154,30 @@ def test_a_dollar_in_an_include_pattern_is_refused_by_both_engines(source: Sourc
 def test_the_dump_filters_use_the_same_matcher() -> None:
     assert ns_selected("shop.c[1]", ["shop.c[1]"], []) and not ns_selected("shop.c1", ["shop.c[1]"], [])
     assert ns_selected("shop.a.b", ["shop.*"], []) and not ns_selected("shop.a.b", ["shop.*"], ["*.b"])
+
+
+def test_restore_asks_about_targets_from_the_prelude_without_reading_the_whole_backup(tmp_path: Path) -> None:
+    # Incompressible documents past the first read, then a corrupt tail: a full dry run would fail on
+    # it, reading the prelude does not get there.
+    out = io.BytesIO()
+    gz = GzipStreamWriter(out, 1)
+    writer = ArchiveWriter(gz)
+    writer.write_prelude(ArchiveHeader(), [CollectionMeta.build("shop", "users"),
+                                           CollectionMeta.build("shop", "system.views"),
+                                           CollectionMeta.build("crm", "contacts")])
+    writer.write_documents("shop", "users", (bson.encode({"_id": i, "b": os.urandom(64 * 1024)}) for i in range(80)))
+    for db, coll in (("shop", "users"), ("shop", "system.views"), ("crm", "contacts")):
+        writer.end_namespace(db, coll)
+    writer.close()
+    gz.close()
+    data = bytearray(out.getvalue())
+    assert len(data) > 4 * READ_CHUNK
+    data[-100] ^= 0xFF
+    storage = LocalStorage(tmp_path)
+    upload = storage.start_upload(NAME)
+    upload.write(bytes(data))
+    upload.commit({"sha256": hashlib.sha256(data).hexdigest(), "size": str(len(data))})
+    assert restore_targets(storage, NAME, ns_from=["shop.*"], ns_to=["copy.*"]) == ["copy.users", "crm.contacts"]
+    assert restore_targets(storage, NAME, ns_include=["crm.*"]) == ["crm.contacts"]
+    with pytest.raises(ArchiveError):
+        restore(storage, NAME, target_uri="mongodb://unused/", dry_run=True)
