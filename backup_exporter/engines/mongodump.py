@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
-import subprocess
 from collections.abc import Sequence
 
 from backup_exporter.core import argv as commands
 from backup_exporter.core.errors import AuthenticationFailed, BackupError, ConfigError, SourceUnavailable, UsageError
 from backup_exporter.engines.process import ProcessEngine
+from backup_exporter.system.execute import run_briefly
 
 # mongodump exits 1 for every failure; its "Failed: ..." line says which. These give the same exit codes
 # as the native engine: 77 for refused credentials, 69 for a server it never reached.
@@ -42,10 +42,8 @@ class MongodumpEngine(ProcessEngine):
 
     def tool_version(self) -> str:
         """Return 'mongodump <version>' as the binary reports it, or 'mongodump unknown'."""
-        try:
-            out = subprocess.run(commands.mongodump_version_argv(self.binary), capture_output=True, timeout=10,
-                                 check=False, stdin=subprocess.DEVNULL)
-        except (OSError, subprocess.TimeoutExpired):
+        done = run_briefly(commands.mongodump_version_argv(self.binary))
+        if done is None:
             return "mongodump unknown"
-        match = re.search(rb"version:?\s*([0-9][\w.\-]*)", out.stdout + out.stderr)
+        match = re.search(rb"version:?\s*([0-9][\w.\-]*)", done[1])
         return f"mongodump {match.group(1).decode()}" if match else "mongodump unknown"

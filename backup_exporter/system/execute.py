@@ -149,3 +149,14 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
 def exit_code_of(returncode: int) -> int:
     """Return a shell-style exit code: the code itself, or 128+N for a child killed by signal N."""
     return 128 - returncode if returncode < 0 else returncode
+
+
+def run_briefly(argv: Sequence[str], timeout: float = 10.0) -> tuple[int, bytes] | None:
+    """Run a short command (e.g. `mongodump --version`) with child_environment(); return (exit code,
+    stdout + stderr), or None when it cannot start or exceeds `timeout`."""
+    try:
+        done = subprocess.run(list(argv), capture_output=True, timeout=timeout, check=False,
+                              stdin=subprocess.DEVNULL, env=child_environment())
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.returncode, done.stdout + done.stderr
