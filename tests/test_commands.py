@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
+from backup_exporter import config as config_module
 from backup_exporter.core import argv as commands
 from backup_exporter.core.errors import UsageError
+from backup_exporter.operations.run import select_engine
 
 URI = "mongodb://dbuser:S3cr3t%40x@db-0.example.net:27017,db-1.example.net:27017/?replicaSet=rs0&authSource=admin"
 
@@ -56,3 +60,18 @@ def test_no_argv_ever_holds_the_uri_a_host_or_the_password() -> None:
 def test_the_tool_config_holds_the_uri_as_one_literal_yaml_string() -> None:
     for uri in (URI, 'mongodb://u:p"a\\ss#x@h/?a=b: c', "mongodb://ü:pä@h/"):
         assert yaml.safe_load(commands.tool_config(uri)) == {"uri": uri}
+
+
+def test_engine_auto_falls_back_to_native_for_filters_mongodump_cannot_apply(tmp_path: Path) -> None:
+    tool = tmp_path / "mongodump"
+    tool.write_text("#!/bin/sh\nexit 0\n")
+    tool.chmod(0o755)
+    cfg = config_module.from_mapping({
+        "storage": {"type": "local", "path": str(tmp_path)},
+        "plans": {"a": {"mongodb_uri": "mongodb://db/", "engine": "auto", "mongodump_path": str(tool),
+                        "include": ["*.users"]},
+                  "b": {"mongodb_uri": "mongodb://db/", "engine": "auto", "mongodump_path": str(tool),
+                        "include": ["shop.*"]}}}, {}, "t")
+    engine, why = select_engine(cfg.plans["a"])
+    assert engine.name == "native" and "cannot apply the namespace filter '*.users'" in why
+    assert select_engine(cfg.plans["b"])[0].name == "mongodump"
