@@ -2,11 +2,12 @@
 #
 # backup_exporter image: `backupctl` plus MongoDB Database Tools (so the default `mongodump` engine works).
 #
-#   docker build -t backup-exporter:dev \
-#     --build-arg MONGO_TOOLS_SHA256=<sha256 of the .deb> .
+#   docker build -t backup-exporter:dev .
 #
-# Needs BuildKit (the default builder since Docker 23): RUN --mount keeps the wheels and the .deb out of the
-# image layers. No configuration or secret is baked in: pass them at run time (environment or BACKUPCTL_CONFIG).
+# Needs BuildKit (the default builder since Docker 23): RUN --mount keeps the wheels and the APT key out of
+# the image layers. No configuration or secret is baked in: pass them at run time (environment or
+# BACKUPCTL_CONFIG). Nothing needs filling in: the tools come from MongoDB's signed APT repository, whose
+# key is pinned by fingerprint, at a pinned package version.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -24,24 +25,17 @@ COPY backup_exporter ./backup_exporter
 RUN pip wheel --wheel-dir /wheels .
 
 # ---------------------------------------------------------------------------------------------------------
-# tools: download MongoDB Database Tools and verify the checksum before anything installs it.
-FROM ${PYTHON_IMAGE} AS tools
-# Pinned release of MongoDB Database Tools (Debian 12, x86_64). When bumping the version, update the checksum.
-ARG MONGO_TOOLS_VERSION=100.10.0
-# MAINTAINER: fill in the real value from the published checksum file
-#   https://fastdl.mongodb.org/tools/db/mongodb-database-tools-debian12-x86_64-${MONGO_TOOLS_VERSION}.deb.sha256
-# (or `sha256sum` of the .deb listed on https://www.mongodb.com/try/download/database-tools), or pass it with
-# --build-arg MONGO_TOOLS_SHA256=... The build refuses to continue while this placeholder is in place.
-ARG MONGO_TOOLS_SHA256=FILL_IN_SHA256_FROM_FASTDL_MONGODB_ORG
-SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# apt-key: MongoDB's APT signing key, refused unless its fingerprint is the pinned one. The check is a short
+# standard-library script (deploy/docker/openpgp_fingerprint.py), so no GnuPG is needed anywhere.
+FROM ${PYTHON_IMAGE} AS apt-key
+# "MongoDB 7.0 Release Signing Key" <packaging@mongodb.com>, published at https://pgp.mongodb.com/.
+ARG MONGO_APT_KEY_URL=https://pgp.mongodb.com/server-7.0.asc
+ARG MONGO_APT_KEY_FINGERPRINT=E58830201F7DD82CD808AA84160D26BB1785BA38
 WORKDIR /out
-RUN if [[ ! "${MONGO_TOOLS_SHA256}" =~ ^[0-9a-f]{64}$ ]]; then \
-      echo "MONGO_TOOLS_SHA256 is not set to a sha256 (see the comment in the Dockerfile)" >&2; exit 1; \
-    fi \
- && python -c "import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])" \
-      "https://fastdl.mongodb.org/tools/db/mongodb-database-tools-debian12-x86_64-${MONGO_TOOLS_VERSION}.deb" \
-      mongodb-database-tools.deb \
- && echo "${MONGO_TOOLS_SHA256}  mongodb-database-tools.deb" | sha256sum --check --strict -
+COPY deploy/docker/openpgp_fingerprint.py /usr/local/bin/openpgp_fingerprint.py
+RUN python -c "import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])" \
+      "${MONGO_APT_KEY_URL}" mongodb-server-7.0.asc \
+ && python /usr/local/bin/openpgp_fingerprint.py mongodb-server-7.0.asc "${MONGO_APT_KEY_FINGERPRINT}"
 
 # ---------------------------------------------------------------------------------------------------------
 # final image
@@ -60,13 +54,23 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
-# MongoDB Database Tools (mongodump, mongorestore, ...) from the verified .deb; apt resolves its few
-# shared-library dependencies. The .deb is bind-mounted from the tools stage, so it is not in any layer.
-RUN --mount=type=bind,from=tools,source=/out,target=/mnt/tools \
-    apt-get update \
- && apt-get install -y --no-install-recommends /mnt/tools/mongodb-database-tools.deb \
+# MongoDB Database Tools (mongodump, mongorestore, ...) from MongoDB's APT repository, which apt checks
+# against the pinned key only (signed-by). 100.8.0 is the version the test suite runs against; it predates
+# MongoDB's Debian 12 builds (tools 100.9.3+), so it comes from the Debian 11 repository: the tools are
+# static Go binaries whose few library dependencies Debian 12 provides. When bumping, change both ARGs
+# (and MONGO_APT_SUITE to bookworm for 100.9.3 or later) and run the suite with the same version.
+ARG MONGO_TOOLS_VERSION=100.8.0
+ARG MONGO_APT_SUITE=bullseye/mongodb-org/7.0
+RUN --mount=type=bind,from=apt-key,source=/out,target=/mnt/apt-key \
+    install -d -m 0755 /etc/apt/keyrings \
+ && install -m 0644 /mnt/apt-key/mongodb-server-7.0.asc /etc/apt/keyrings/mongodb-server-7.0.asc \
+ && echo "deb [signed-by=/etc/apt/keyrings/mongodb-server-7.0.asc] https://repo.mongodb.org/apt/debian ${MONGO_APT_SUITE} main" \
+      > /etc/apt/sources.list.d/mongodb-org.list \
+ && apt-get update \
+ && apt-get install -y --no-install-recommends "mongodb-database-tools=${MONGO_TOOLS_VERSION}" \
  && rm -rf /var/lib/apt/lists/* \
- && mongodump --version
+ && mongodump --version | grep -F "version: ${MONGO_TOOLS_VERSION}" \
+ && mongorestore --version | grep -F "version: ${MONGO_TOOLS_VERSION}"
 
 # The project and its dependencies, from the builder's wheels only (no index, no compiler).
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \

@@ -4,6 +4,7 @@
     python scripts/_deploy_checks.py k8s              # CRDs, kustomizations, cross-references, hardening
     python scripts/_deploy_checks.py compose          # deploy/compose/docker-compose.yml and .env.example
     python scripts/_deploy_checks.py configs          # backupctl accepts the example configurations
+    python scripts/_deploy_checks.py dockerfile       # the Dockerfile pins what it installs
 
 Each check prints one line per problem and exits 1 if there was any.
 """
@@ -540,9 +541,47 @@ def check_configs() -> int:
     return 1 if problem.count else 0
 
 
+def dockerfile_problems(text: str, dockerignore: str) -> list[str]:
+    """Return what is wrong with how the Dockerfile installs MongoDB Database Tools: the APT key must be
+    pinned by a full fingerprint and checked, apt must trust that key only, the package version must be
+    exact, and no hand-filled checksum placeholder may be left."""
+    problems = []
+    args = dict(re.findall(r"^ARG ([A-Z_]+)=(\S+)$", text, re.MULTILINE))
+    fingerprint = args.get("MONGO_APT_KEY_FINGERPRINT", "")
+    if not re.fullmatch(r"[0-9A-F]{40}", fingerprint):
+        problems.append(f"ARG MONGO_APT_KEY_FINGERPRINT must be a full 40-hex-digit key fingerprint, "
+                        f"not {fingerprint!r}")
+    if not re.search(r"openpgp_fingerprint\.py \S+ \"?\$\{MONGO_APT_KEY_FINGERPRINT\}", text):
+        problems.append("the downloaded APT key is never checked against MONGO_APT_KEY_FINGERPRINT "
+                        "(deploy/docker/openpgp_fingerprint.py)")
+    if "!deploy/docker/openpgp_fingerprint.py" not in dockerignore:
+        problems.append(".dockerignore leaves deploy/docker/openpgp_fingerprint.py out of the build context")
+    if not re.search(r"deb \[signed-by=/etc/apt/keyrings/[\w.-]+\.asc\] https://repo\.mongodb\.org/", text):
+        problems.append("the MongoDB APT source must be https://repo.mongodb.org/ with signed-by= the pinned key")
+    version = args.get("MONGO_TOOLS_VERSION", "")
+    if not re.fullmatch(r"[0-9]+\.[0-9]+\.[0-9]+", version):
+        problems.append(f"ARG MONGO_TOOLS_VERSION must be an exact version like 100.8.0, not {version!r}")
+    if not re.search(r'apt-get install [^\n]*"?mongodb-database-tools=\$\{MONGO_TOOLS_VERSION\}"?', text):
+        problems.append("apt-get must install mongodb-database-tools=${MONGO_TOOLS_VERSION} (a pinned version)")
+    if re.search(r"SHA256=FILL|FILL_IN|MONGO_TOOLS_SHA256|CHANGE_ME", text):
+        problems.append("a hand-filled checksum placeholder is left in the Dockerfile")
+    return problems
+
+
+def check_dockerfile() -> int:
+    problem = Problems()
+    dockerfile = REPO / "Dockerfile"
+    for message in dockerfile_problems(dockerfile.read_text(encoding="utf-8"),
+                                       (REPO / ".dockerignore").read_text(encoding="utf-8")):
+        problem(rel(dockerfile), message)
+    if not problem.count:
+        print("OK Dockerfile pins MongoDB's APT key by fingerprint and mongodb-database-tools by version")
+    return 1 if problem.count else 0
+
+
 def main(argv: list[str]) -> int:
     commands = {"k8s-core-files": k8s_core_files, "k8s": check_k8s, "compose": check_compose,
-                "configs": check_configs}
+                "configs": check_configs, "dockerfile": check_dockerfile}
     if len(argv) != 1 or argv[0] not in commands:
         print(f"usage: {Path(__file__).name} {{{'|'.join(commands)}}}", file=sys.stderr)
         return 64

@@ -11,6 +11,7 @@ from azure.storage.blob import BlobServiceClient
 from pymongo import MongoClient
 
 from tests import servers
+from tests.mongo_tools import mongo_tools  # noqa: F401  (a fixture, shared by every test file)
 
 DATA = Path(__file__).parent / "data"
 

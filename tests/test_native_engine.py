@@ -190,7 +190,7 @@ def full_dump(source: Source, mongo_uri: str) -> tuple[Dump, Any]:
 def test_dump_holds_every_namespace_with_the_source_documents_byte_for_byte(
         source: Source, full_dump: tuple[Dump, Any], mongo_client: MongoClient[dict[str, Any]]) -> None:
     dump, info = full_dump
-    assert set(dump.metas) == set(source.counts)
+    assert set(dump.metas) == set(source.counts) | {f"{source.dbs[0]}.paid_orders"}  # the view
     assert info.namespaces == source.counts
     for ns, count in source.counts.items():
         assert dump.ends[ns].crc_ok
@@ -234,11 +234,14 @@ def test_dump_records_indexes_and_options_in_the_metadata(source: Source,
     assert len(metas[f"{shop}.users"].uuid or "") == 32
 
 
-def test_views_are_not_dumped_and_empty_collections_get_an_eof_block(
+def test_views_are_dumped_as_metadata_and_empty_collections_get_an_eof_block(
         source: Source, full_dump: tuple[Dump, Any]) -> None:
     dump = full_dump[0]
     shop = source.dbs[0]
-    assert f"{shop}.paid_orders" not in dump.metas
+    view = dump.metas[f"{shop}.paid_orders"]
+    assert view.type == "view" and view.indexes == []
+    assert view.options == {"viewOn": "orders", "pipeline": [{"$match": {"status": "paid"}}]}
+    assert dump.ends[f"{shop}.paid_orders"].documents == 0
     assert dump.ends[f"{shop}.empty"].documents == 0 and dump.ends[f"{shop}.empty"].crc == 0
 
 
@@ -250,15 +253,19 @@ def test_include_and_exclude_filters_select_namespaces_with_exclude_winning(
     dump, info = run_dump(engine)
     expected = {ns for ns in source.counts
                 if ns.startswith((f"{shop}.", f"{crm}.")) and ns not in (f"{shop}.users", f"{shop}.empty")}
-    assert set(dump.metas) == set(info.namespaces) == expected
+    assert set(info.namespaces) == expected
+    assert set(dump.metas) == expected | {f"{shop}.paid_orders"}  # the view, which holds no documents
     assert not any(ns.startswith(analytics) for ns in dump.metas)
 
 
-def test_dump_without_filters_skips_the_system_databases(source: Source, mongo_uri: str) -> None:
+def test_dump_without_filters_skips_what_mongodump_skips(source: Source, mongo_uri: str) -> None:
     dump, _ = run_dump(NativeEngine(mongo_uri))
     assert set(source.counts) <= set(dump.metas)
-    assert not any(ns.split(".")[0] in ("admin", "local", "config") for ns in dump.metas)
-    assert not any(ns.split(".", 1)[1].startswith("system.") for ns in dump.metas)
+    assert not any(ns.split(".")[0] in ("local", "config") for ns in dump.metas)
+    # mongodump keeps admin (users, roles) and system.js; other system.* collections belong to the server.
+    assert not any(ns.split(".", 1)[1].startswith("system.") and not ns.startswith("admin.")
+                   and not ns.endswith(".system.js") for ns in dump.metas)
+    assert "admin.system.keys" not in dump.metas
 
 
 def test_large_collection_reaches_the_sink_in_megabyte_chunks(mongo_client: MongoClient[dict[str, Any]],

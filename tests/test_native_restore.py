@@ -18,6 +18,7 @@ from pymongo import MongoClient
 from backup_exporter.archive import TERMINATOR
 from backup_exporter.core.errors import ArchiveError, Interrupted, SourceUnavailable, UsageError
 from backup_exporter.engines.native import NativeEngine
+from backup_exporter.mongo.namespaces import NamespaceMap
 from backup_exporter.restore.native import RestoreArchiveError, restore_archive
 from tests import servers
 from tests.test_archive import index_view, manifest_view
@@ -96,7 +97,12 @@ def test_dump_then_restore_into_other_databases_keeps_every_document_index_and_o
     ns_to = [f"{db}_{suffix}.*" for db in source.dbs]
     summary = restore_archive(io.BytesIO(sink.buffer.getvalue()), mongo_uri, ns_from=ns_from, ns_to=ns_to)
 
-    assert {ns: r.documents for ns, r in summary.namespaces.items()} == info.namespaces == source.counts
+    assert {ns: r.documents for ns, r in summary.namespaces.items() if not r.view} == info.namespaces \
+        == source.counts
+    shop = source.dbs[0]
+    views = list(mongo_client[f"{shop}_{suffix}"].list_collections(filter={"name": "paid_orders"}))
+    assert [(v["type"], v["options"]) for v in views] == [
+        ("view", {"viewOn": "orders", "pipeline": [{"$match": {"status": "paid"}}]})]
     for ns in source.counts:
         db, coll = ns.split(".", 1)
         copy = f"{db}_{suffix}"
@@ -202,10 +208,15 @@ def test_cancel_set_mid_archive_interrupts_a_dry_run_between_batches(golden_arch
 
 
 def test_native_renames_understand_both_mongorestore_pattern_forms() -> None:
-    from backup_exporter.mongo.namespaces import NamespaceMap
-
     stars = NamespaceMap.build(ns_from=["shop.*"], ns_to=["shop_copy.*"])
     assert stars.target("shop.users") == ("shop_copy", "users")
     variables = NamespaceMap.build(ns_from=["$db$.$coll$"], ns_to=["$db$_restored.$coll$"])
     assert variables.target("crm.contacts") == ("crm_restored", "contacts")
     assert stars.target("crm.contacts") == ("crm", "contacts")  # no rule matches: unchanged
+
+
+def test_a_variable_used_twice_where_it_matches_is_a_usage_error_not_a_crash() -> None:
+    with pytest.raises(UsageError, match=r"variable \$x\$ is used more than once"):
+        NamespaceMap.build(ns_from=["$x$.$x$"], ns_to=["$x$.copy"])
+    twice_in_target = NamespaceMap.build(ns_from=["$db$.$coll$"], ns_to=["$db$.$coll$_$db$"])
+    assert twice_in_target.target("shop.users") == ("shop", "users_shop")

@@ -148,9 +148,9 @@ def cmd_restore(args: argparse.Namespace, cfg: Config) -> int:
         if args.engine == "mongorestore" and not binary:
             raise UsageError("--engine mongorestore: mongorestore is not on PATH")
         if not args.dry_run and not args.yes:
-            plan = restoring.restore(storage, name, target_uri=uri, ns_include=args.ns_include,
-                                     ns_from=args.ns_from, ns_to=args.ns_to, dry_run=True)
-            targets = [ns.target for ns in plan.namespaces]
+            # The archive's prelude names every namespace: no need to read the whole backup to ask.
+            targets = restoring.restore_targets(storage, name, ns_include=args.ns_include,
+                                                ns_from=args.ns_from, ns_to=args.ns_to)
             busy = _non_empty_targets(uri, targets)
             if args.drop or busy:
                 what = (f"drop and replace {len(targets)} collection(s)" if args.drop else

@@ -11,16 +11,46 @@ from backup_exporter.core.errors import UsageError
 CONFIG_PLACEHOLDER = "{config}"
 
 
+def mongodump_filters(include: Sequence[str], exclude: Sequence[str]) -> tuple[str, ...]:
+    """Return mongodump's options for the plan's namespace filters.
+
+    mongodump has no --nsInclude/--nsExclude (only mongorestore does): it takes one --db, optionally one
+    --collection, and with --db any --excludeCollection / --excludeCollectionsWithPrefix. So include may
+    be empty or one "db.*" / "db.collection", and exclude patterns "db.collection" / "db.prefix*" of that
+    same database. Raises UsageError naming a filter mongodump cannot express (the native engine can).
+    """
+    def refuse(pattern: str, why: str) -> UsageError:
+        return UsageError(f"engine mongodump cannot apply the namespace filter {pattern!r}: {why}; "
+                          f"use engine native, which takes any pattern")
+
+    if not include and not exclude:
+        return ()
+    if len(include) != 1:
+        raise refuse(", ".join(include) or ", ".join(exclude),
+                     "it dumps one database (exactly one include \"db.*\" or \"db.collection\")")
+    db, dot, coll = include[0].partition(".")
+    if not db or not dot or not coll or "*" in db or ("*" in coll and coll != "*"):
+        raise refuse(include[0], "only \"db.*\" or \"db.collection\" can be included")
+    args = [f"--db={db}"] + ([] if coll == "*" else [f"--collection={coll}"])
+    for pattern in exclude:
+        edb, edot, ecoll = pattern.partition(".")
+        if edb != db or not edot or not ecoll or "*" in ecoll[:-1]:
+            raise refuse(pattern, f"only \"{db}.collection\" or \"{db}.prefix*\" can be excluded")
+        args.append(f"--excludeCollectionsWithPrefix={ecoll[:-1]}" if ecoll.endswith("*")
+                    else f"--excludeCollection={ecoll}")
+    return tuple(args)
+
+
 def mongodump_argv(binary: str, *, include: Sequence[str] = (), exclude: Sequence[str] = (),
                    extra_args: Sequence[str] = ()) -> tuple[str, ...]:
-    """Return mongodump's argv writing a gzip archive to stdout; the URI comes from --config."""
+    """Return mongodump's argv writing a gzip archive to stdout; the URI comes from --config.
+    Raises UsageError for filters mongodump cannot express (mongodump_filters)."""
     return (
         binary,
         "--archive",
         "--gzip",
         f"--config={CONFIG_PLACEHOLDER}",
-        *(f"--nsInclude={pattern}" for pattern in include),
-        *(f"--nsExclude={pattern}" for pattern in exclude),
+        *mongodump_filters(include, exclude),
         *extra_args,
     )
 

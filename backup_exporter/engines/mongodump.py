@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import re
-import subprocess
 from collections.abc import Sequence
 
 from backup_exporter.core import argv as commands
+from backup_exporter.core.errors import AuthenticationFailed, BackupError, ConfigError, SourceUnavailable, UsageError
 from backup_exporter.engines.process import ProcessEngine
+from backup_exporter.system.execute import run_briefly
+
+# mongodump exits 1 for every failure; its "Failed: ..." line says which. These give the same exit codes
+# as the native engine: 77 for refused credentials, 69 for a server it never reached.
+_AUTH_FAILURE = re.compile(r"AuthenticationFailed|auth error|[Aa]uthentication failed|not authorized|Unauthorized")
+_UNREACHABLE = re.compile(r"can't create session|server selection error|no reachable servers")
 
 
 class MongodumpEngine(ProcessEngine):
@@ -16,17 +22,28 @@ class MongodumpEngine(ProcessEngine):
     def __init__(self, uri: str, *, binary: str = "mongodump", include: Sequence[str] = (),
                  exclude: Sequence[str] = (), extra_args: Sequence[str] = (), grace_seconds: float = 10.0,
                  plan: str = "") -> None:
-        super().__init__(uri, commands.mongodump_argv(binary, include=include, exclude=exclude,
-                                                      extra_args=extra_args),
-                         grace_seconds=grace_seconds, plan=plan)
+        try:
+            argv = commands.mongodump_argv(binary, include=include, exclude=exclude, extra_args=extra_args)
+        except UsageError as exc:
+            raise ConfigError([f"plan {plan}: {exc.message}" if plan else exc.message]) from None
+        super().__init__(uri, argv, grace_seconds=grace_seconds, plan=plan)
         self.binary = binary
+
+    def failure_error(self, returncode: int, stderr_tail: list[str]) -> BackupError:
+        """Return AuthenticationFailed or SourceUnavailable when mongodump's own error says so, else
+        DumpFailed with its exit code."""
+        if returncode == 1:
+            text = " ".join(stderr_tail)
+            if _AUTH_FAILURE.search(text):
+                return AuthenticationFailed(self.failure_message(returncode, stderr_tail))
+            if _UNREACHABLE.search(text):
+                return SourceUnavailable(self.failure_message(returncode, stderr_tail))
+        return super().failure_error(returncode, stderr_tail)
 
     def tool_version(self) -> str:
         """Return 'mongodump <version>' as the binary reports it, or 'mongodump unknown'."""
-        try:
-            out = subprocess.run(commands.mongodump_version_argv(self.binary), capture_output=True, timeout=10,
-                                 check=False, stdin=subprocess.DEVNULL)
-        except (OSError, subprocess.TimeoutExpired):
+        done = run_briefly(commands.mongodump_version_argv(self.binary))
+        if done is None:
             return "mongodump unknown"
-        match = re.search(rb"version:?\s*([0-9][\w.\-]*)", out.stdout + out.stderr)
+        match = re.search(rb"version:?\s*([0-9][\w.\-]*)", done[1])
         return f"mongodump {match.group(1).decode()}" if match else "mongodump unknown"

@@ -15,7 +15,6 @@ from collections.abc import Iterator, Sequence
 from typing import Any, cast
 
 import yaml
-from bson.binary import Binary
 from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
 from pymongo import MongoClient
@@ -31,23 +30,14 @@ from backup_exporter.core.errors import (
     ExitCode,
 )
 from backup_exporter.engines.base import DUMP_INFO_MARKER, DumpInfo, Sink
+from backup_exporter.engines.catalog import VIEW, list_catalog
 from backup_exporter.mongo.client import make_client
 from backup_exporter.mongo.errors import map_pymongo_error
-from backup_exporter.mongo.namespaces import ns_selected
 from backup_exporter.mongo.uri import render_hosts
 
-SYSTEM_DATABASES = frozenset({"admin", "local", "config"})
 AUTH_ERROR_CODES = frozenset({13, 18})  # Unauthorized, AuthenticationFailed
 CHUNK_SIZE = 1024 * 1024
 _MAX_MESSAGE = 400
-
-
-def _uuid_hex(info: Any) -> str | None:
-    value = info.get("uuid") if isinstance(info, dict) else None
-    if isinstance(value, Binary):
-        return bytes(value).hex()
-    hex_value = getattr(value, "hex", None)  # uuid.UUID when a uuidRepresentation is configured
-    return hex_value if isinstance(hex_value, str) else None
 
 
 # ---------------------------------------------------------------------------------------- engine
@@ -95,6 +85,12 @@ class NativeEngine:
             writer.write_prelude(header, collections)
             started = True
             counts: dict[str, int] = {}
+            # A view is metadata only: an empty namespace in the archive, as mongodump writes it (and
+            # not a count: it holds no documents of its own).
+            for meta in collections:
+                if meta.type == VIEW:
+                    writer.end_namespace(meta.db, meta.collection)
+            collections = [meta for meta in collections if meta.type != VIEW]
             raw_codec: CodecOptions[RawBSONDocument] = CodecOptions(document_class=RawBSONDocument)
             for meta in collections:
                 if cancel.is_set():
@@ -127,29 +123,8 @@ class NativeEngine:
 
     def _collections(self, client: MongoClient[dict[str, Any]],
                      cancel: threading.Event) -> list[CollectionMeta]:
-        """Return the metadata of every selected collection, sorted by namespace."""
-        metas: list[CollectionMeta] = []
-        for db_name in sorted(client.list_database_names()):
-            if db_name in SYSTEM_DATABASES:
-                continue
-            if cancel.is_set():
-                raise interrupted(cancel)
-            db = client[db_name]
-            infos = sorted(db.list_collections(), key=lambda i: str(i.get("name", "")))
-            for info in infos:
-                name = str(info.get("name", ""))
-                # Views have no data of their own and system.* collections belong to the server;
-                # mongodump skips both by default, and so do we.
-                if info.get("type", "collection") != "collection" or name.startswith("system."):
-                    continue
-                if not ns_selected(f"{db_name}.{name}", self.include, self.exclude):
-                    continue
-                indexes = [{k: v for k, v in dict(index).items() if k != "ns"}
-                           for index in db[name].list_indexes()]
-                options = dict(info.get("options") or {})
-                metas.append(CollectionMeta.build(db_name, name, options=options, indexes=indexes,
-                                                  uuid=_uuid_hex(info.get("info"))))
-        return metas
+        """Return the metadata of every selected namespace, views included (engines/catalog.py)."""
+        return list_catalog(client, self.include, self.exclude, cancel)
 
 
 # ------------------------------------------------------------------------------------ child process

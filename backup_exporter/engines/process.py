@@ -14,9 +14,9 @@ import threading
 from collections.abc import Sequence
 
 from backup_exporter.core import argv as commands
-from backup_exporter.core.errors import DumpFailed, Interrupted
+from backup_exporter.core.errors import BackupError, DumpFailed, Interrupted
 from backup_exporter.engines.base import DUMP_INFO_MARKER, DumpInfo, Sink
-from backup_exporter.mongo.uri import render_hosts
+from backup_exporter.mongo.uri import render_hosts, uri_secrets
 from backup_exporter.system.execute import Command, exit_code_of
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,11 @@ class ProcessEngine:
             return f"{self.name} was killed by signal {-returncode}: {tail}"
         return f"{self.name} exited with code {returncode}: {tail}"
 
+    def failure_error(self, returncode: int, stderr_tail: list[str]) -> BackupError:
+        """Return the exception for a child that exited with `returncode`: DumpFailed with the child's
+        own exit code (128+N when killed by signal N)."""
+        return DumpFailed(self.failure_message(returncode, stderr_tail), exit_code_of(returncode))
+
     def dump(self, sink: Sink, cancel: threading.Event) -> DumpInfo:
         """Run the child and copy its stdout into sink. Raises DumpFailed with the child's own exit code
         (128+N when killed by signal N) and its last stderr lines, or Interrupted when cancelled."""
@@ -53,7 +58,7 @@ class ProcessEngine:
         prefix = f"[{self.plan}] {self.name}: " if self.plan else f"{self.name}: "
         try:
             command = Command(self.argv, secret_files={"config": commands.tool_config(self.uri)}, log_prefix=prefix,
-                              quiet_prefix=DUMP_INFO_MARKER)
+                              quiet_prefix=DUMP_INFO_MARKER, secrets=uri_secrets(self.uri))
         except OSError as exc:
             raise DumpFailed(f"cannot run {self.argv[0]}: {exc.strerror or exc}", 127) from None
         log.debug("started %s (pid %d)", " ".join(command.argv), command.pid)
@@ -76,7 +81,7 @@ class ProcessEngine:
             raise Interrupted()
         if returncode != 0:
             lines = [line for line in command.stderr_tail(4) if not line.startswith(DUMP_INFO_MARKER)]
-            raise DumpFailed(self.failure_message(returncode, lines[-3:]), exit_code_of(returncode))
+            raise self.failure_error(returncode, lines[-3:])
         info = DumpInfo(engine=self.name, tool_version=version, source_host=render_hosts(self.uri))
         self.read_dump_info(command, info)
         return info

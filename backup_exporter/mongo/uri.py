@@ -38,3 +38,7 @@ def render_hosts(uri: str) -> str:
     return ",".join(uri_parts(uri)[0])
 
 
+
+def uri_secrets(uri: str) -> list[str]:
+    """Return what must never leave the process about `uri`: the URI itself and its password."""
+    return uri_parts(uri)[1]

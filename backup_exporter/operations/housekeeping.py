@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -69,14 +70,16 @@ def run_restore_check(plan: PlanConfig, storage: Storage, state: PlanStates | No
                       cancel: threading.Event | None = None) -> bool:
     """Restore the plan's newest backup into its scratch URI, compare counts, record; return success.
 
-    A drill stopped by `cancel` (daemon shutdown) records nothing: the previous verdict stands.
+    A drill stopped by `cancel` (daemon shutdown) records nothing: the previous verdict stands. Like
+    `backupctl restore --engine auto`, the drill restores with mongorestore when it is on PATH (so the
+    tool that will restore for real is the one drilled), with the native engine otherwise.
     """
     plog = plan_logger(__name__, plan.name)
     assert plan.restore_check.uri is not None
     ok, message = False, ""
     try:
         report = restore_latest_check(storage, plan.prefix, plan.name, plan.restore_check.uri,
-                                                cancel=cancel)
+                                      mongorestore=shutil.which("mongorestore"), cancel=cancel)
         ok, message = bool(report.check_ok), report.summary()
     except Interrupted:
         event(plog, logging.WARNING, "restore_check", "restore check stopped by shutdown; nothing recorded")

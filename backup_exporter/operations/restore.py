@@ -9,10 +9,11 @@ from collections.abc import Sequence
 from pymongo.errors import PyMongoError
 
 from backup_exporter import archive
-from backup_exporter.core.errors import ArchiveError, BackupError, ExitCode, UsageError
+from backup_exporter.core.errors import ArchiveError, BackupError, ExitCode
 from backup_exporter.core.naming import plan_prefix
 from backup_exporter.mongo.client import make_client
 from backup_exporter.mongo.errors import map_pymongo_error
+from backup_exporter.mongo.namespaces import NamespaceMap, check_patterns
 from backup_exporter.repository.backups import plan_backups
 from backup_exporter.repository.reading import READ_CHUNK, BlobReader, finish_integrity, integrity_problems
 from backup_exporter.restore.mongorestore import restore_with_mongorestore
@@ -39,9 +40,8 @@ def restore(storage: Storage, name: str, *, target_uri: str, ns_include: Sequenc
     refusing a collection or index), SourceUnavailable/AuthenticationFailed for the target, Interrupted
     when `cancel` is set.
     """
-    if len(ns_from) != len(ns_to):
-        raise UsageError(f"ns_from has {len(ns_from)} patterns but ns_to has {len(ns_to)}: "
-                         f"they pair up one to one")
+    # Both engines refuse the same malformed patterns, before anything is read or started.
+    check_patterns(ns_include, (), ns_from, ns_to)
     info = storage.stat(name)
     if mongorestore:
         report = restore_with_mongorestore(storage, info, mongorestore, target_uri=target_uri,
@@ -53,6 +53,33 @@ def restore(storage: Storage, name: str, *, target_uri: str, ns_include: Sequenc
     if check and not dry_run:
         _check_counts(report, target_uri)
     return report
+
+
+def restore_targets(storage: Storage, name: str, *, ns_include: Sequence[str] = (),
+                    ns_from: Sequence[str] = (), ns_to: Sequence[str] = ()) -> list[str]:
+    """Return the target namespaces a restore of backup `name` would write, from the archive's prelude
+    only (its first bytes: the blob is not downloaded or decompressed further).
+
+    Raises UsageError for bad patterns, StorageError when the blob cannot be read, ArchiveError when
+    its prelude is unreadable.
+    """
+    nsmap = NamespaceMap.build(ns_include, (), ns_from, ns_to)
+    reader = BlobReader(storage.read(name, READ_CHUNK))
+    targets: list[str] = []
+    try:
+        for event in archive.iter_archive(archive.gunzip_stream(reader)):
+            if isinstance(event, archive.ArchiveHeader):
+                continue
+            if not isinstance(event, archive.CollectionMeta):
+                break  # the prelude ends where the first namespace segment begins
+            system = event.collection.startswith("system.") and event.collection != "system.js"
+            if not system and nsmap.selected(event.namespace):
+                targets.append(".".join(nsmap.target(event.namespace)))
+    except (ArchiveError, *archive.DECOMPRESS_ERRORS) as exc:
+        raise ArchiveError(f"backup {name} is corrupt: {archive.describe_archive_problem(exc)}") from exc
+    finally:
+        reader.close()
+    return targets
 
 
 def restore_latest_check(storage: Storage, prefix: str, plan: str, target_uri: str, *,
@@ -105,7 +132,7 @@ def _restore_native(storage: Storage, info: ObjectInfo, *, target_uri: str, ns_i
     for ns in summary.namespaces.values():
         report.namespaces.append(RestoredNamespace(
             source=ns.source, target=ns.target, archive_documents=ns.documents + ns.failed,
-            restored_documents=None if dry_run else ns.documents, failed_documents=ns.failed))
+            restored_documents=None if dry_run else ns.documents, failed_documents=ns.failed, view=ns.view))
     return report
 
 
@@ -115,6 +142,8 @@ def _check_counts(report: RestoreReport, target_uri: str) -> None:
     client = make_client(target_uri, 10.0, "backup_exporter-check")
     try:
         for ns in report.namespaces:
+            if ns.view:
+                continue  # a view's count is its source's, already checked
             db, _, coll = ns.target.partition(".")
             ns.target_documents = client[db][coll].count_documents({})
             if ns.target_documents != ns.archive_documents:

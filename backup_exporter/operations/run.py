@@ -22,8 +22,16 @@ from datetime import UTC, datetime, timedelta
 from backup_exporter import __version__
 from backup_exporter.config import PlanConfig
 from backup_exporter.core import naming, status
+from backup_exporter.core.argv import mongodump_filters
 from backup_exporter.core.cancel import CancelToken
-from backup_exporter.core.errors import BackupError, DumpFailed, ExitCode, Interrupted, LockHeld
+from backup_exporter.core.errors import (
+    BackupError,
+    DumpFailed,
+    ExitCode,
+    Interrupted,
+    LockHeld,
+    UsageError,
+)
 from backup_exporter.core.plan_state import PlanStates
 from backup_exporter.engines.base import DumpInfo, Engine
 from backup_exporter.engines.mongodump import MongodumpEngine
@@ -124,12 +132,18 @@ class ArchiveSink:
 
 
 def select_engine(plan: PlanConfig, grace_seconds: float = 10.0) -> tuple[Engine, str]:
-    """Return the engine the plan asks for and why; 'auto' means mongodump when it is on PATH, else native."""
+    """Return the engine the plan asks for and why; 'auto' means mongodump when it is on PATH and can
+    apply the plan's namespace filters (it has no --nsInclude), else native."""
     engine, why = plan.engine, f"engine: {plan.engine} in the plan"
     if engine == "auto":
         found = shutil.which(plan.mongodump_path)
         engine = "mongodump" if found else "native"
         why = f"auto: {plan.mongodump_path} found at {found}" if found else f"auto: {plan.mongodump_path} not on PATH"
+        if found:
+            try:
+                mongodump_filters(plan.include, plan.exclude)
+            except UsageError as exc:
+                engine, why = "native", f"auto: {exc.message}"
     return _engine(plan, engine, grace_seconds), why
 
 

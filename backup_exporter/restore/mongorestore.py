@@ -11,7 +11,8 @@ from backup_exporter import archive
 from backup_exporter.core import argv as commands
 from backup_exporter.core.errors import ArchiveError, ExitCode, Interrupted
 from backup_exporter.mongo.errors import scrub
-from backup_exporter.mongo.namespaces import pattern_regex, target_namespace
+from backup_exporter.mongo.namespaces import pattern_matches, target_namespace
+from backup_exporter.mongo.uri import uri_secrets
 from backup_exporter.repository.reading import READ_CHUNK, BlobReader, finish_integrity, signum_of
 from backup_exporter.restore.native import RestoreFailed
 from backup_exporter.restore.report import RestoredNamespace, RestoreReport
@@ -22,7 +23,7 @@ _STDERR_LINES = 5
 
 
 def _included(ns: str, ns_include: Sequence[str]) -> bool:
-    return not ns_include or any(pattern_regex(p).fullmatch(ns) for p in ns_include)
+    return not ns_include or any(pattern_matches(p, ns) for p in ns_include)
 
 
 class _ChildStopped(Exception):
@@ -66,7 +67,7 @@ def restore_with_mongorestore(storage: Storage, info: ObjectInfo, binary: str, *
     try:
         command = execute.Command(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                   secret_files={"config": commands.tool_config(target_uri)},
-                                  log_prefix="mongorestore: ")
+                                  log_prefix="mongorestore: ", secrets=uri_secrets(target_uri))
     except OSError as exc:
         closer = getattr(chunks, "close", None)
         if callable(closer):
@@ -111,7 +112,7 @@ def restore_with_mongorestore(storage: Storage, info: ObjectInfo, binary: str, *
             continue
         report.namespaces.append(RestoredNamespace(
             source=ns, target=target_namespace(ns, ns_from, ns_to),
-            archive_documents=ns_summary.documents))
+            archive_documents=ns_summary.documents, view=ns_summary.meta.type == "view"))
     return report
 
 

@@ -74,6 +74,7 @@ class NamespaceRestore:
     failed: int = 0  # refused by the server (duplicate keys, validation), with stop_on_error off
     indexes: int = 0  # indexes created, besides _id_
     crc_ok: bool = False
+    view: bool = False  # a view: created from its metadata, no documents
     errors: list[str] = field(default_factory=list)  # the first few refusal messages
 
 
@@ -129,8 +130,10 @@ class _Restorer:
 
     def add_meta(self, meta: CollectionMeta) -> None:
         ns = meta.namespace
-        if meta.collection.startswith("system.") or not self.nsmap.selected(ns):
-            # system.* collections (users, roles, views) need mongorestore's special handling.
+        system = meta.collection.startswith("system.") and meta.collection != "system.js"
+        if system or not self.nsmap.selected(ns):
+            # system.* collections (users, roles, version) need mongorestore's special handling;
+            # system.js (stored functions) is plain data, restored like mongorestore does.
             self.summary.skipped.append(ns)
             return
         db, coll = self.nsmap.target(ns)
@@ -138,7 +141,7 @@ class _Restorer:
         if any(r.target == target for r in self.summary.namespaces.values()):
             raise UsageError(f"two archive namespaces would restore into {target}")
         self.metas[ns] = meta
-        self.summary.namespaces[ns] = NamespaceRestore(ns, target)
+        self.summary.namespaces[ns] = NamespaceRestore(ns, target, view=meta.type == "view")
 
     def prepare(self) -> None:
         """Drop (when asked) and create every target collection with its options."""

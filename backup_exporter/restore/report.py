@@ -15,6 +15,7 @@ class RestoredNamespace:
     restored_documents: int | None = None  # inserted (native engine; None with mongorestore)
     failed_documents: int = 0  # refused by the server (native engine)
     target_documents: int | None = None  # counted in the target after the restore (check only)
+    view: bool = False  # a view: metadata only, its count in the target is not the archive's
 
 
 @dataclass

@@ -3,6 +3,10 @@
 Commands are argv tuples built by pure functions elsewhere (``commands.py``); secrets never travel in argv
 but through an inherited pipe (``secret_files``), so they are invisible to ``ps`` and to our logs. Children
 run in their own process group so that a cancel or shutdown can stop the whole tree.
+
+Every line a child writes on stderr passes the one redaction (core/redact.py, with the caller's known
+secrets) before it is logged or kept: mongodump prints the full URI, password included, when it cannot
+connect. Children get an environment without the project's secrets (child_environment).
 """
 
 from __future__ import annotations
@@ -10,15 +14,29 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import re
 import signal
 import subprocess
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import IO
+
+from backup_exporter.core.redact import redact
 
 log = logging.getLogger(__name__)
 
 STDERR_TAIL_LINES = 20
+# Variables a child never needs: the project's own settings (URIs, storage keys, push credentials) and
+# anything named like a credential. Values that look like a secret are dropped whatever their name.
+_SECRET_NAMES = re.compile(r"(?i)^(MONGODB_|AZURE_|BACKUP_|BACKUPCTL_)|PASSWORD|PASSWD|SECRET|TOKEN|"
+                           r"CREDENTIAL|ACCOUNT_?KEY|ACCESS_?KEY|API_?KEY|CONNECTION_?STRING|_SAS\b|^SAS_")
+
+
+def child_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Return `environ` (default: ours) without the variables that hold or may hold secrets."""
+    source = os.environ if environ is None else environ
+    return {name: value for name, value in source.items()
+            if not _SECRET_NAMES.search(name) and redact(value) == value}
 
 
 class Command:
@@ -27,11 +45,13 @@ class Command:
     def __init__(self, argv: Sequence[str], *, stdin: int | IO[bytes] | None = subprocess.DEVNULL,
                  stdout: int | IO[bytes] | None = subprocess.PIPE,
                  secret_files: Mapping[str, bytes] | None = None, env: Mapping[str, str] | None = None,
-                 log_prefix: str = "", quiet_prefix: str | None = None) -> None:
+                 log_prefix: str = "", quiet_prefix: str | None = None, secrets: Iterable[str] = ()) -> None:
         """Start argv; every "{name}" in argv is replaced with a /dev/fd path whose pipe yields
-        secret_files[name]. Stderr lines starting with quiet_prefix are kept but not logged.
+        secret_files[name]. Stderr lines starting with quiet_prefix are kept but not logged; every line
+        is redacted (known shapes and `secrets`) first. `env` None means child_environment().
         Raises FileNotFoundError / PermissionError when the binary cannot start."""
         self.argv = tuple(argv)
+        self._secrets = tuple(s for s in secrets if s)
         self._quiet_prefix = quiet_prefix
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self._log_prefix = log_prefix
@@ -46,7 +66,7 @@ class Command:
         try:
             self.process = subprocess.Popen(
                 final_argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, pass_fds=pass_fds,
-                start_new_session=True, env=dict(env) if env is not None else None, close_fds=True)
+                start_new_session=True, env=dict(env) if env is not None else child_environment(), close_fds=True)
         except BaseException:
             # No child will read the secrets: close our ends too, or every failed start (a missing
             # binary, retried on each schedule by the daemon) would leak a descriptor per secret.
@@ -74,7 +94,7 @@ class Command:
     def _drain_stderr(self) -> None:
         assert self.process.stderr is not None
         for raw in self.process.stderr:
-            line = raw.decode("utf-8", "replace").rstrip()
+            line = redact(raw.decode("utf-8", "replace").rstrip(), self._secrets)
             if line:
                 self._stderr_tail.append(line)
                 if not (self._quiet_prefix and line.startswith(self._quiet_prefix)):
@@ -129,3 +149,14 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
 def exit_code_of(returncode: int) -> int:
     """Return a shell-style exit code: the code itself, or 128+N for a child killed by signal N."""
     return 128 - returncode if returncode < 0 else returncode
+
+
+def run_briefly(argv: Sequence[str], timeout: float = 10.0) -> tuple[int, bytes] | None:
+    """Run a short command (e.g. `mongodump --version`) with child_environment(); return (exit code,
+    stdout + stderr), or None when it cannot start or exceeds `timeout`."""
+    try:
+        done = subprocess.run(list(argv), capture_output=True, timeout=timeout, check=False,
+                              stdin=subprocess.DEVNULL, env=child_environment())
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.returncode, done.stdout + done.stderr
