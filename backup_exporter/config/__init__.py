@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import pyrage
 import yaml
+from pyrage import x25519
 
 from backup_exporter.core.errors import ConfigError
 from backup_exporter.core.redact import mask_uri
@@ -31,7 +33,7 @@ PLAN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 ENGINES = ("auto", "mongodump", "native")
 PLAN_KEYS = frozenset({
     "mongodb_uri", "schedule", "timezone", "prefix", "engine", "mongodump_path", "mongodump_args", "include",
-    "exclude", "max_age", "connect_timeout", "timeout", "retention", "restore_check",
+    "exclude", "max_age", "connect_timeout", "timeout", "retention", "restore_check", "encryption",
 })
 _INTERP_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -64,6 +66,14 @@ class RestoreCheckConfig:
 
 
 @dataclass(frozen=True)
+class EncryptionConfig:
+    """age encryption of a plan's backups: the public keys to encrypt for, and where restores find the key."""
+
+    recipients: tuple[str, ...]
+    identity_file: Path | None = None
+
+
+@dataclass(frozen=True)
 class PlanConfig:
     name: str
     mongodb_uri: str
@@ -79,6 +89,7 @@ class PlanConfig:
     timeout_seconds: float | None = None  # stop a run that takes longer (exit 124); None = no limit
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)
     restore_check: RestoreCheckConfig = field(default_factory=RestoreCheckConfig)
+    encryption: EncryptionConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -304,6 +315,41 @@ def _retention(section: _Section) -> RetentionPolicy:
     return policy
 
 
+def _encryption(section: _Section) -> EncryptionConfig | None:
+    """Return the plan's encryption, or None without an `encryption` section. A section without a valid
+    recipient is an error: a plan that asks for encryption must never write a plain archive."""
+    if not section.raw:
+        section.finish()
+        return None
+    listed = section.convert("recipients", lambda v: _string_list(v) if not isinstance(v, str)
+                             else tuple(v.replace(",", " ").split()), ())
+    recipients = [(f"entry {i + 1}", r.strip()) for i, r in enumerate(listed)]
+    file = section.get("recipients_file", str)
+    unreadable = False
+    if file:
+        try:
+            lines = Path(file).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+            section.error(f"cannot read {file}: {reason}", "recipients_file")
+            lines, unreadable = [], True
+        recipients += [(f"{file} line {n}", line.strip()) for n, line in enumerate(lines, 1)
+                       if line.strip() and not line.strip().startswith("#")]
+    identity = section.get("identity_file", str)
+    for where, text in recipients:
+        try:
+            x25519.Recipient.from_str(text)
+        except pyrage.RecipientError:
+            key = "recipients" if where.startswith("entry ") else "recipients_file"
+            section.error(f"{where}: '{text[:24]}' is not an age public key (age1..., as age-keygen prints)", key)
+    if not recipients and not unreadable:
+        section.error("needs at least one age public key in recipients or recipients_file (age1...); "
+                      "without one the backups would not be encrypted", "recipients")
+    section.finish()
+    unique = tuple(dict.fromkeys(text for _, text in recipients))
+    return EncryptionConfig(unique, Path(identity) if identity else None)
+
+
 def _mongodb_uri(section: _Section, key: str) -> str:
     uri = section.get(key, str)
     if uri is None:
@@ -350,6 +396,7 @@ def _plan(name: str, section: _Section, defaults: dict[str, Any]) -> PlanConfig 
         timeout_seconds=section.convert("timeout", _duration_seconds, None),
         retention=_retention(section.section("retention")),
         restore_check=RestoreCheckConfig(restore_schedule, restore_uri),
+        encryption=_encryption(section.section("encryption")),
     )
     for arg in plan.mongodump_args:
         if arg.split("=", 1)[0] in ("--uri", "--password", "-p", "--archive", "--out", "-o", "--config"):
@@ -508,6 +555,9 @@ ENV_KEYS = {
     "BACKUP_PUSHGATEWAY_TIMEOUT": ("pushgateway", "timeout"),
     "BACKUP_TEXTFILE": ("pushgateway", "textfile"),
     "BACKUP_LOG_FORMAT": ("top", "log_format"),
+    "BACKUP_AGE_RECIPIENTS": ("encryption", "recipients"),
+    "BACKUP_AGE_RECIPIENTS_FILE": ("encryption", "recipients_file"),
+    "BACKUP_AGE_IDENTITY_FILE": ("encryption", "identity_file"),
 }
 _INT_KEYS = {"keep_last", "keep_daily", "keep_weekly", "keep_monthly"}
 
@@ -516,7 +566,7 @@ def from_environment(env: Mapping[str, str]) -> Config:
     """Return the single-plan configuration described by environment variables. Raises ConfigError."""
     errors: list[str] = []
     raw: dict[str, Any] = {"storage": {}, "server": {}, "pushgateway": {}}
-    plan: dict[str, Any] = {"retention": {}}
+    plan: dict[str, Any] = {"retention": {}, "encryption": {}}
     for var, (where, key) in ENV_KEYS.items():
         value = env.get(var, "")
         if value == "":
@@ -528,8 +578,8 @@ def from_environment(env: Mapping[str, str]) -> Config:
             value = int(value)  # type: ignore[assignment]
         if where == "plans":
             plan[key] = value
-        elif where == "retention":
-            plan["retention"][key] = value
+        elif where in ("retention", "encryption"):
+            plan[where][key] = value
         elif where == "top":
             raw[key] = value
         else:
@@ -563,7 +613,7 @@ def _name_variable(error: str, plan: str) -> str:
     """Rewrite "At 'plans.default.schedule': ..." as "BACKUP_SCHEDULE: ..." for environment-only mode."""
     for var, (where, key) in ENV_KEYS.items():
         path = {"plans": f"plans.{plan}.{key}", "retention": f"plans.{plan}.retention.{key}",
-                "top": key}.get(where, f"{where}.{key}")
+                "encryption": f"plans.{plan}.encryption.{key}", "top": key}.get(where, f"{where}.{key}")
         marker = f"At '{path}': "
         if marker in error:
             return error.replace(marker, f"{var}: ")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from backup_exporter.archive.encryption import load_identities
 from backup_exporter.config import Config, PlanConfig
 from backup_exporter.core import naming
 from backup_exporter.core.errors import BackupError, Interrupted
@@ -75,8 +77,10 @@ def run_restore_check(plan: PlanConfig, storage: Storage, metrics: BackupMetrics
     assert plan.restore_check.uri is not None
     ok, message = False, ""
     try:
+        # The identity is read only now, and only from the plan's identity_file or the environment.
+        identities = load_identities(plan.encryption.identity_file if plan.encryption else None, os.environ)
         report = restore_latest_check(storage, plan.prefix, plan.name, plan.restore_check.uri,
-                                                cancel=cancel)
+                                      identities=identities, cancel=cancel)
         ok, message = bool(report.check_ok), report.summary()
     except Interrupted:
         event(plog, logging.WARNING, "restore_check", "restore check stopped by shutdown; nothing recorded")

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Sequence
 
 from pymongo.errors import PyMongoError
+from pyrage import x25519
 
 from backup_exporter import archive
 from backup_exporter.core.errors import ArchiveError, BackupError, ExitCode, UsageError
@@ -14,7 +15,7 @@ from backup_exporter.core.naming import plan_prefix
 from backup_exporter.mongo.client import make_client
 from backup_exporter.mongo.errors import map_pymongo_error
 from backup_exporter.repository.backups import plan_backups
-from backup_exporter.repository.reading import READ_CHUNK, BlobReader, finish_integrity, integrity_problems
+from backup_exporter.repository.reading import finish_integrity, open_backup
 from backup_exporter.restore.mongorestore import restore_with_mongorestore
 from backup_exporter.restore.native import RestoreArchiveError, RestoreFailed, restore_archive
 from backup_exporter.restore.report import RestoredNamespace, RestoreReport
@@ -24,17 +25,21 @@ from backup_exporter.storage.base import BackupInfo, Storage
 def restore(storage: Storage, name: str, *, target_uri: str, ns_include: Sequence[str] = (),
             ns_from: Sequence[str] = (), ns_to: Sequence[str] = (), drop: bool = False,
             dry_run: bool = False, mongorestore: str | None = None, check: bool = False,
+            identities: Sequence[x25519.Identity] | None = None,
             cancel: threading.Event | None = None) -> RestoreReport:
     """Restore backup `name` into the MongoDB at `target_uri`, streaming it from storage.
 
     With `mongorestore` (the binary's path) the blob goes into mongorestore's stdin (the URI only through
     its --config pipe) while the archive is parsed on the way for its counts; otherwise it is applied with
     pymongo (restore_native). Either way the sha256 and size of the bytes read are compared with the
-    object's metadata at the end. With `check` (a restore drill) each restored collection's document count
-    in the target is compared with the archive's, and mismatches are reported in the RestoreReport.
+    object's metadata at the end. An encrypted backup is decrypted on the way with `identities`. With
+    `check` (a restore drill) each restored collection's document count in the target is compared with the
+    archive's, and mismatches are reported in the RestoreReport.
 
     Returns the RestoreReport. Raises ArchiveError for a corrupt archive or a checksum/size mismatch (the
-    latter after the data went in: the target then holds suspect data), StorageError when the blob cannot
+    latter after the data went in: the target then holds suspect data), DecryptionFailed (an ArchiveError)
+    for encrypted bytes that were changed, ConfigError for an encrypted backup without identities,
+    WrongIdentity when they do not open it, StorageError when the blob cannot
     be read, UsageError for bad namespace options, RestoreFailed (mongorestore's non-zero exit, or MongoDB
     refusing a collection or index), SourceUnavailable/AuthenticationFailed for the target, Interrupted
     when `cancel` is set.
@@ -46,17 +51,18 @@ def restore(storage: Storage, name: str, *, target_uri: str, ns_include: Sequenc
     if mongorestore:
         report = restore_with_mongorestore(storage, info, mongorestore, target_uri=target_uri,
                                             ns_include=ns_include, ns_from=ns_from, ns_to=ns_to, drop=drop,
-                                            dry_run=dry_run, cancel=cancel)
+                                            dry_run=dry_run, identities=identities, cancel=cancel)
     else:
         report = _restore_native(storage, info, target_uri=target_uri, ns_include=ns_include,
-                                 ns_from=ns_from, ns_to=ns_to, drop=drop, dry_run=dry_run, cancel=cancel)
+                                 ns_from=ns_from, ns_to=ns_to, drop=drop, dry_run=dry_run, identities=identities,
+                                 cancel=cancel)
     if check and not dry_run:
         _check_counts(report, target_uri)
     return report
 
 
 def restore_latest_check(storage: Storage, prefix: str, plan: str, target_uri: str, *,
-                         mongorestore: str | None = None,
+                         mongorestore: str | None = None, identities: Sequence[x25519.Identity] | None = None,
                          cancel: threading.Event | None = None) -> RestoreReport:
     """Run a restore drill: restore the plan's newest backup into the scratch MongoDB at `target_uri`
     under the same namespaces, replacing same-named collections there (--drop, so drills repeat
@@ -71,17 +77,17 @@ def restore_latest_check(storage: Storage, prefix: str, plan: str, target_uri: s
                           ExitCode.DATA)
     newest, _ = max(backups, key=lambda pair: (pair[1], pair[0].name))
     return restore(storage, newest.name, target_uri=target_uri, drop=True, check=True,
-                   mongorestore=mongorestore, cancel=cancel)
+                   mongorestore=mongorestore, identities=identities, cancel=cancel)
 
 
 def _restore_native(storage: Storage, info: BackupInfo, *, target_uri: str, ns_include: Sequence[str],
                     ns_from: Sequence[str], ns_to: Sequence[str], drop: bool, dry_run: bool,
-                    cancel: threading.Event | None) -> RestoreReport:
+                    identities: Sequence[x25519.Identity] | None, cancel: threading.Event | None) -> RestoreReport:
     name = info.name
-    reader = BlobReader(storage.read_backup(name, READ_CHUNK), cancel=cancel)
+    opened = open_backup(storage, info, identities, cancel=cancel)
     try:
         try:
-            summary = restore_archive(archive.gunzip_stream(reader), target_uri, ns_include=ns_include,
+            summary = restore_archive(archive.gunzip_stream(opened.archive), target_uri, ns_include=ns_include,
                                       ns_from=ns_from, ns_to=ns_to, drop=drop, dry_run=dry_run,
                                       cancel=cancel)
         except (ArchiveError, *archive.DECOMPRESS_ERRORS) as exc:
@@ -91,17 +97,18 @@ def _restore_native(storage: Storage, info: BackupInfo, *, target_uri: str, ns_i
             # A corrupt blob can decompress into documents that are not valid BSON, which the server
             # refuses before the namespace's CRC is reached. Reading the rest tells a corrupt blob (its
             # checksum differs) from data the server refuses for its own reasons.
-            reader.drain()
-            problems = integrity_problems(reader, info)
+            opened.drain()
+            problems = opened.problems()
             if problems:
                 raise ArchiveError(f"backup {name} is corrupt (part of it is already in the target): "
                                    f"{'; '.join(problems)}; MongoDB refused it: {exc.message}") from exc
             raise
-        reader.drain()
+        opened.drain()
     finally:
-        reader.close()
-    finish_integrity(name, reader, info)
-    report = RestoreReport(name, "native", dry_run, reader.size, reader.sha256, skipped=list(summary.skipped))
+        opened.close()
+    finish_integrity(name, opened)
+    report = RestoreReport(name, "native", dry_run, opened.blob.size, opened.blob.sha256,
+                           skipped=list(summary.skipped))
     for ns in summary.namespaces.values():
         report.namespaces.append(RestoredNamespace(
             source=ns.source, target=ns.target, archive_documents=ns.documents + ns.failed,

@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from backup_exporter import __version__
+from backup_exporter.archive.encryption import EncryptingWriter
 from backup_exporter.config import PlanConfig
 from backup_exporter.core import naming, status
 from backup_exporter.core.cancel import CancelToken
 from backup_exporter.core.errors import BackupError, DumpFailed, ExitCode, Interrupted, LockHeld, StorageError
-from backup_exporter.engines.base import DumpInfo, Engine
+from backup_exporter.engines.base import DumpInfo, Engine, Sink
 from backup_exporter.engines.mongodump import MongodumpEngine
 from backup_exporter.engines.process import NativeProcessEngine
 from backup_exporter.repository import records
@@ -67,7 +68,7 @@ class ArchiveSink:
     """Passes archive bytes to the upload while hashing, counting, and checking they form a complete
     gzip stream of a mongodump archive (magic number first, terminator last)."""
 
-    def __init__(self, upload: Upload, progress: Progress, on_bytes: Callable[[int], None] | None = None) -> None:
+    def __init__(self, upload: Sink, progress: Progress, on_bytes: Callable[[int], None] | None = None) -> None:
         self.upload = upload
         self.progress = progress
         self.on_bytes = on_bytes
@@ -190,7 +191,8 @@ def _locked_run(plan: PlanConfig, storage: Storage, metrics: BackupMetrics | Non
                 log: logging.LoggerAdapter[logging.Logger], grace_seconds: float) -> RunOutcome:
     started = started_at.timestamp()
     status_key = naming.status_name(plan.prefix, plan.name)
-    name = naming.backup_name(plan.prefix, plan.name, _name_time(storage, status_key, plan.name, started_at))
+    name = naming.backup_name(plan.prefix, plan.name, _name_time(storage, status_key, plan.name, started_at),
+                              encrypted=plan.encryption is not None)
     if metrics is not None:
         metrics.run_started(plan.name, started)
     why = "given by the caller"
@@ -200,6 +202,7 @@ def _locked_run(plan: PlanConfig, storage: Storage, metrics: BackupMetrics | Non
           engine=engine.name)
     upload: Upload | None = None
     sink: ArchiveSink | None = None
+    encrypting: EncryptingWriter | None = None
     info: DumpInfo | None = None
     timer: threading.Timer | None = None
     if plan.timeout_seconds is not None:
@@ -212,7 +215,10 @@ def _locked_run(plan: PlanConfig, storage: Storage, metrics: BackupMetrics | Non
         upload = storage.start_upload(name)
         progress.upload = upload
         on_bytes = (lambda n: metrics.add_uploaded(plan.name, n)) if metrics is not None else None
-        sink = ArchiveSink(upload, progress, on_bytes)
+        if plan.encryption is not None:
+            # Checked and counted below as the plain gzip archive; only its age encryption reaches storage.
+            encrypting = EncryptingWriter(upload, plan.encryption.recipients)
+        sink = ArchiveSink(encrypting or upload, progress, on_bytes)
         try:
             info = engine.dump(sink, cancel)
         except Interrupted:
@@ -222,10 +228,11 @@ def _locked_run(plan: PlanConfig, storage: Storage, metrics: BackupMetrics | Non
         problem = sink.verdict()
         if problem:
             raise DumpFailed(f"{engine.name}: {problem}", ExitCode.DATA)
+        stored_sha256, stored_size = encrypting.finish() if encrypting else (sink.sha256.hexdigest(), sink.size)
         finished_at = clock()
         upload.commit({
-            "sha256": sink.sha256.hexdigest(),
-            "size": str(sink.size),
+            "sha256": stored_sha256,  # of the stored bytes: `verify` checks them without any key
+            "size": str(stored_size),
             "plan": plan.name,
             "engine": info.engine,
             "tool_version": info.tool_version,
@@ -234,8 +241,12 @@ def _locked_run(plan: PlanConfig, storage: Storage, metrics: BackupMetrics | Non
             "started": started_at.isoformat(),
             "finished": finished_at.isoformat(),
             "exporter_version": __version__,
+            **(encrypting.metadata() | {"archive_sha256": sink.sha256.hexdigest(), "archive_size": str(sink.size)}
+               if encrypting else {}),
         })
     except BaseException as exc:
+        if encrypting is not None:
+            encrypting.abort()
         if upload is not None:
             upload.abort()
         error = exc if isinstance(exc, BackupError) else None
@@ -256,10 +267,10 @@ def _locked_run(plan: PlanConfig, storage: Storage, metrics: BackupMetrics | Non
         if timer is not None:
             timer.cancel()
     outcome = RunOutcome(plan.name, status.SUCCESS, 0, f"stored {name}", started, finished_at.timestamp(),
-                         name=name, size=sink.size, sha256=sink.sha256.hexdigest(), engine=info.engine)
+                         name=name, size=stored_size, sha256=stored_sha256, engine=info.engine)
     _record(storage, status_key, plan.name, outcome, metrics, log)
-    event(log, logging.INFO, "succeeded", "backup stored: %s (%d bytes in %.1f s)", name, sink.size,
-          outcome.finished - outcome.started, exit_code=0, size=sink.size, backup=name,
+    event(log, logging.INFO, "succeeded", "backup stored: %s (%d bytes in %.1f s)", name, stored_size,
+          outcome.finished - outcome.started, exit_code=0, size=stored_size, backup=name,
           duration=round(outcome.finished - outcome.started, 3))
     if after_success is not None:
         # The backup is stored and recorded: a failing retention or listing must not turn it into a failure.

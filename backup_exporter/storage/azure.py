@@ -46,7 +46,7 @@ from azure.storage.blob import (
 from backup_exporter.core.errors import AuthenticationFailed, BackupError, ConfigError, LockHeld, StorageError
 from backup_exporter.core.naming import lock_subject
 from backup_exporter.core.redact import one_line
-from backup_exporter.storage.base import ARCHIVE_SUFFIX, BackupInfo
+from backup_exporter.storage.base import ARCHIVE_SUFFIXES, BackupInfo
 from backup_exporter.storage.blocks import DEFAULT_BASE, DEFAULT_CAP, block_id, block_size_for
 
 log = logging.getLogger(__name__)
@@ -522,7 +522,7 @@ class AzureStorage:
         try:
             for blob in self._container.list_blobs(name_starts_with=starts, include=["metadata"]):
                 rest = blob.name[len(starts or "") :]
-                if "/" in rest or not rest.endswith(ARCHIVE_SUFFIX):
+                if "/" in rest or not rest.endswith(ARCHIVE_SUFFIXES):
                     continue
                 found.append(
                     BackupInfo(

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from backup_exporter.core.naming import ARCHIVE_SUFFIX, LOCK_NAME, STATUS_NAME
+from backup_exporter.core.naming import ARCHIVE_SUFFIX, ARCHIVE_SUFFIXES, LOCK_NAME, STATUS_NAME
 
-__all__ = ["ARCHIVE_SUFFIX", "LOCK_NAME", "STATUS_NAME", "BackupInfo", "Storage", "Upload"]
+__all__ = ["ARCHIVE_SUFFIX", "ARCHIVE_SUFFIXES", "LOCK_NAME", "STATUS_NAME", "BackupInfo", "Storage", "Upload"]
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,8 @@ class Storage(Protocol):
         ...
 
     def list_backups(self, prefix: str) -> list[BackupInfo]:
-        """Return committed archives directly under `prefix/` (names ending .archive.gz), oldest first.
+        """Return committed archives directly under `prefix/` (names ending .archive.gz or .archive.gz.age),
+        oldest first.
 
         Raises StorageError when the listing fails or is incomplete; never returns a partial list.
         """

@@ -26,7 +26,7 @@ from typing import IO, Any
 
 from backup_exporter.core.errors import LockHeld, StorageError
 from backup_exporter.core.naming import lock_subject
-from backup_exporter.storage.base import ARCHIVE_SUFFIX, BackupInfo
+from backup_exporter.storage.base import ARCHIVE_SUFFIXES, BackupInfo
 from backup_exporter.system.files import PARTIAL_MARKER
 from backup_exporter.system.files import fsync_dir as _fsync_dir
 from backup_exporter.system.files import temp_path as _temp_path
@@ -180,7 +180,7 @@ class LocalStorage:
         except OSError as exc:
             raise _oserror(f"list {directory}", exc) from exc
         for entry in entries:
-            if entry.name.startswith(".") or not entry.name.endswith(ARCHIVE_SUFFIX):
+            if entry.name.startswith(".") or not entry.name.endswith(ARCHIVE_SUFFIXES):
                 continue
             name = f"{base}/{entry.name}" if base else entry.name
             info = self._info(name, missing_ok=True)
