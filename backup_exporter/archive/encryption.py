@@ -34,7 +34,10 @@ from backup_exporter.core.errors import (
     WrongIdentity,
 )
 
-FORMAT = "age"  # the value of the blob metadata entry `encrypted`
+FORMAT = "age"  # the value of the blob metadata entry METADATA_KEY
+# Not "encrypted": Azure's blob listing returns a metadata entry of that name as the XML attribute
+# Metadata/@Encrypted, and the SDK drops it from the listed metadata.
+METADATA_KEY = "encryption"
 AGE_MAGIC = b"age-encryption.org/v1\n"  # how every binary (not armored) age file starts
 ENV_IDENTITY = "BACKUP_AGE_IDENTITY"  # the identity's text itself (e.g. from a Kubernetes secret)
 ENV_IDENTITY_FILE = "BACKUP_AGE_IDENTITY_FILE"
@@ -337,7 +340,7 @@ class EncryptingWriter:
 
     def metadata(self) -> dict[str, str]:
         """Return the blob metadata that says the backup is age-encrypted, and for which public keys."""
-        return {"encrypted": FORMAT, "recipients": ",".join(fingerprint(r) for r in self.recipients)}
+        return {METADATA_KEY: FORMAT, "recipients": ",".join(fingerprint(r) for r in self.recipients)}
 
     def _error(self) -> BaseException:
         failure = self._pipe.failure

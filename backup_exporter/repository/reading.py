@@ -128,7 +128,7 @@ def finish_integrity(name: str, opened: OpenedBackup) -> None:
 
 def is_encrypted(info: BackupInfo) -> bool:
     """Return True when the backup is age-encrypted (by its name or its metadata)."""
-    return is_encrypted_name(info.name) or info.metadata.get("encrypted") == encryption.FORMAT
+    return is_encrypted_name(info.name) or info.metadata.get(encryption.METADATA_KEY) == encryption.FORMAT
 
 
 def recipients_of(info: BackupInfo) -> list[str]:
