@@ -8,8 +8,10 @@ import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import threading
+import time
 import tracemalloc
 import uuid
 from collections.abc import Iterator
@@ -25,6 +27,7 @@ from pyrage import x25519
 from backup_exporter import config
 from backup_exporter.archive import encryption
 from backup_exporter.core import naming
+from backup_exporter.core.cancel import CancelToken
 from backup_exporter.core.errors import ConfigError, DecryptionFailed, ExitCode, StorageError, WrongIdentity
 from backup_exporter.engines.mongodump import MongodumpEngine
 from backup_exporter.operations.housekeeping import run_restore_check
@@ -372,6 +375,8 @@ def test_an_encrypted_backup_restores_through_backupctl_and_through_age_and_mong
     assert listed.returncode == 0, listed.stderr
     (row,) = json.loads(listed.stdout)
     assert row["name"] == name and row["encrypted"] == "age" and row["recipients"] == [key.fingerprint]
+    table = backupctl(["list", "--config", str(cfg)], env)
+    assert f"age:{key.fingerprint[:8]}" in next(line for line in table.stdout.splitlines() if name in line)
 
     shallow = backupctl(["verify", "--latest", "--config", str(cfg)], env)
     assert shallow.returncode == 0, shallow.stderr
@@ -592,3 +597,33 @@ def test_encrypting_and_decrypting_threads_end_when_a_stream_stops_early(tmp_pat
     next(chunks)
     chunks.close()
     assert threading.active_count() == before
+
+
+def test_the_bytes_of_an_encrypted_upload_in_flight_are_already_ciphertext(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, golden_archive_gz: Path) -> None:
+    key = Key(tmp_path)
+    monkeypatch.setenv("FAKE_MONGODUMP_MODE", "slow")  # ~20 KiB/s of the golden archive until stopped
+    where = tmp_path / "backups"
+    plan = plan_of(write_config(tmp_path, local_yaml(where), "x", [key.public], engine="mongodump"),
+                   {"MONGODB_URI": "mongodb://127.0.0.1:1/"})
+    cancel = CancelToken()
+    outcomes = []
+    runner = threading.Thread(target=lambda: outcomes.append(run_backup(
+        plan, LocalStorage(where), cancel=cancel,
+        engine=MongodumpEngine(plan.mongodb_uri, binary=FAKE_MONGODUMP, grace_seconds=2))))
+    runner.start()
+    try:
+        partial: list[Path] = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not partial:
+            partial = [p for p in where.rglob(".*partial*") if p.stat().st_size > 64 << 10]
+            time.sleep(0.2)
+        assert partial, "no upload in flight with more than one age chunk"
+        in_flight = partial[0].read_bytes()
+    finally:
+        cancel.cancel(signal.SIGTERM)
+        runner.join(30)
+    assert in_flight.startswith(encryption.AGE_MAGIC)
+    assert golden_archive_gz.read_bytes()[:512] not in in_flight
+    assert outcomes and outcomes[0].result == "interrupted"
+    assert [p for p in where.rglob("*") if ".archive" in p.name] == []
