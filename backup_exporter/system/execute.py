@@ -19,6 +19,8 @@ from typing import IO
 log = logging.getLogger(__name__)
 
 STDERR_TAIL_LINES = 20
+# Environment variables no child needs and none may inherit: the age identity text (read in-process only).
+PRIVATE_ENV = frozenset({"BACKUP_AGE_IDENTITY"})
 
 
 class Command:
@@ -46,7 +48,8 @@ class Command:
         try:
             self.process = subprocess.Popen(
                 final_argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, pass_fds=pass_fds,
-                start_new_session=True, env=dict(env) if env is not None else None, close_fds=True)
+                start_new_session=True, close_fds=True,
+                env={k: v for k, v in (os.environ if env is None else env).items() if k not in PRIVATE_ENV})
         except BaseException:
             # No child will read the secrets: close our ends too, or every failed start (a missing
             # binary, retried on each schedule by the daemon) would leak a descriptor per secret.
