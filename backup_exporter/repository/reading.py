@@ -145,7 +145,7 @@ class OpenedBackup:
     info: BackupInfo
     blob: BlobReader
     archive: BlobReader
-    decrypt_error: DecryptionFailed | None = None  # met while draining, reported by problems()
+    decrypt_error: DecryptionFailed | None = None  # kept when met, reported by problems()
 
     @property
     def encrypted(self) -> bool:
@@ -153,11 +153,11 @@ class OpenedBackup:
 
     def drain(self) -> None:
         """Read (hash, count, tee) whatever the consumer left, archive first, then the rest of the blob.
-        A decryption failure met here is kept for problems() instead of raised."""
+        A decryption failure is not raised here: problems() reports it."""
         try:
             self.archive.drain()
-        except DecryptionFailed as exc:
-            self.decrypt_error = exc
+        except DecryptionFailed:
+            pass  # kept in decrypt_error
         if self.encrypted:
             self.blob.drain()
 
@@ -165,7 +165,9 @@ class OpenedBackup:
         """Return what does not match the metadata: the stored bytes, and the decrypted archive's sha256
         and size when the backup recorded them."""
         problems = integrity_problems(self.blob, self.info)
-        if self.encrypted:
+        if self.decrypt_error is not None:
+            problems.append(self.decrypt_error.message)  # what was decrypted before it is beside the point
+        elif self.encrypted:
             sha = (self.info.metadata.get("archive_sha256") or "").strip().lower()
             size = (self.info.metadata.get("archive_size") or "").strip()
             if size.isdigit() and self.archive.size != int(size):
@@ -174,8 +176,6 @@ class OpenedBackup:
             elif sha and self.archive.sha256 != sha:
                 problems.append(f"decrypted archive sha256 mismatch: metadata says {sha}, "
                                 f"content is {self.archive.sha256}")
-            if self.decrypt_error is not None:
-                problems.append(self.decrypt_error.message)
         return problems
 
     def close(self) -> None:
@@ -205,4 +205,14 @@ def open_backup(storage: Storage, info: BackupInfo, identities: Sequence[x25519.
     assert identities is not None
     blob = BlobReader(chunks, cancel=cancel)
     plain = encryption.decrypted_chunks(blob, identities, name=info.name, recipients=recipients_of(info))
-    return OpenedBackup(info, blob, BlobReader(plain, tee=tee, cancel=cancel))
+    opened = OpenedBackup(info, blob, blob)
+    opened.archive = BlobReader(_keeping_decrypt_error(plain, opened), tee=tee, cancel=cancel)
+    return opened
+
+
+def _keeping_decrypt_error(chunks: Iterator[bytes], opened: OpenedBackup) -> Iterator[bytes]:
+    try:
+        yield from chunks
+    except DecryptionFailed as exc:
+        opened.decrypt_error = exc
+        raise
