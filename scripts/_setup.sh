@@ -3,7 +3,7 @@
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 AZURITE_VERSION="3.37.0"
-APT_PACKAGES=(prometheus prometheus-pushgateway prometheus-alertmanager)
+APT_PACKAGES=(prometheus prometheus-pushgateway prometheus-alertmanager age)
 
 say() { printf '==> %s\n' "$*" >&2; }
 
@@ -12,6 +12,7 @@ ensure_apt() {
   command -v prometheus >/dev/null || missing+=(prometheus)
   command -v prometheus-pushgateway >/dev/null || missing+=(prometheus-pushgateway)
   command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
+  command -v age >/dev/null || missing+=(age)  # the encryption interop tests decrypt with the real age CLI
   [ ${#missing[@]} -eq 0 ] && return 0
   local sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

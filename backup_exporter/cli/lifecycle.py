@@ -8,11 +8,14 @@ import os
 import shutil
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
+from pyrage import x25519
 
+from backup_exporter.archive.encryption import load_identities
 from backup_exporter.config import Config, PlanConfig
 from backup_exporter.core.cancel import CancelToken
 from backup_exporter.core.errors import BackupError, ExitCode, UsageError
@@ -62,7 +65,8 @@ def cmd_list(args: argparse.Namespace, cfg: Config) -> int:
             for b in listing.list_backups(storage, plan.prefix, plan.name, plan.retention, now):
                 rows.append({"plan": plan.name, "name": b.name, "time": b.time.strftime("%Y-%m-%dT%H:%M:%SZ"),
                              "size": b.size, "sha256": b.sha256, "engine": b.engine, "keep": b.keep,
-                             "reasons": b.reasons})
+                             "reasons": b.reasons, "encrypted": "age" if b.encrypted else None,
+                             "recipients": b.recipients})
     finally:
         storage.close()
     if args.json:
@@ -71,24 +75,44 @@ def cmd_list(args: argparse.Namespace, cfg: Config) -> int:
     if not rows:
         print(f"no backups in {cfg.storage.describe()}")
         return 0
-    print(f"{'TIME (UTC)':21} {'SIZE':>10} {'ENGINE':9} {'KEPT':5} {'SHA256':14} NAME")
+    print(f"{'TIME (UTC)':21} {'SIZE':>10} {'ENGINE':9} {'KEPT':5} {'SHA256':14} {'ENCRYPTED FOR':22} NAME")
     for r in rows:
+        # Encrypted backups show "age:" and the first 8 digits of each recipient's fingerprint.
+        enc = ("age:" + ",".join(f[:8] for f in r["recipients"]) if r["recipients"] else "age") \
+            if r["encrypted"] else "-"
         print(f"{r['time']:21} {_human(r['size']):>10} {r['engine'] or '-':9} {'yes' if r['keep'] else 'no':5} "
-              f"{(r['sha256'] or '-')[:12]:14} {r['name']}")
+              f"{(r['sha256'] or '-')[:12]:14} {enc:22} {r['name']}")
     return 0
+
+
+def _identities(args: argparse.Namespace, plan: PlanConfig | None) -> list[x25519.Identity] | None:
+    """Return the age identities from --identity-file, else the plan's identity_file, else the environment
+    ($BACKUP_AGE_IDENTITY_FILE, $BACKUP_AGE_IDENTITY); None when there is none. Raises ConfigError."""
+    given = Path(args.identity_file) if getattr(args, "identity_file", None) else None
+    if given is None and plan is not None and plan.encryption is not None:
+        given = plan.encryption.identity_file
+    return load_identities(given, os.environ)
 
 
 def cmd_verify(args: argparse.Namespace, cfg: Config) -> int:
     storage = open_storage(cfg.storage)
     cancel = CancelToken()
+    deep = bool(args.deep or args.identity_file)
     try:
-        _, name = _resolve(storage, cfg, args)
-        report = verify.verify_backup(storage, name, cancel=cancel)
+        plan, name = _resolve(storage, cfg, args)
+        identities = _identities(args, plan) if deep else None
+        report = verify.verify_backup(storage, name, deep=deep, identities=identities, cancel=cancel)
     finally:
         storage.close()
+    if not report.contents_checked:
+        print(f"{report.name}: OK (stored bytes only: {_human(report.size)}, sha256 {report.sha256} match the "
+              f"metadata; encrypted with age for {', '.join(report.recipients) or 'unrecorded keys'}; the archive "
+              f"inside was not read: 'verify --deep' with the identity decrypts it and checks every CRC)")
+        return 0
     print(f"{report.name}: OK ({_human(report.size)}, sha256 {report.sha256}"
           f"{'' if report.sha256_checked else ' (no sha256 in metadata to compare)'}, engine {report.engine}, "
-          f"{report.tool_version}, server {report.server_version})")
+          f"{report.tool_version}, server {report.server_version}"
+          f"{', decrypted: every CRC checked' if report.encrypted else ''})")
     for ns, count in report.namespaces.items():
         print(f"  {ns:50} {count:>10} documents")
     print(f"  {'total':50} {report.documents:>10} documents")
@@ -143,14 +167,15 @@ def cmd_restore(args: argparse.Namespace, cfg: Config) -> int:
     storage = open_storage(cfg.storage)
     cancel = CancelToken()
     try:
-        _, name = _resolve(storage, cfg, args)
+        plan_config, name = _resolve(storage, cfg, args)
+        identities = _identities(args, plan_config)
         binary = shutil.which("mongorestore") if args.engine in ("auto", "mongorestore") else None
         if args.engine == "mongorestore" and not binary:
             raise UsageError("--engine mongorestore: mongorestore is not on PATH")
         if not args.dry_run and not args.yes:
             # The archive's prelude names every namespace: no need to read the whole backup to ask.
             targets = restoring.restore_targets(storage, name, ns_include=args.ns_include,
-                                                ns_from=args.ns_from, ns_to=args.ns_to)
+                                                ns_from=args.ns_from, ns_to=args.ns_to, identities=identities)
             busy = _non_empty_targets(uri, targets)
             if args.drop or busy:
                 what = (f"drop and replace {len(targets)} collection(s)" if args.drop else
@@ -159,7 +184,7 @@ def cmd_restore(args: argparse.Namespace, cfg: Config) -> int:
                     raise UsageError(f"refusing to {what} without confirmation: pass --yes")
         report = restoring.restore(storage, name, target_uri=uri, ns_include=args.ns_include, ns_from=args.ns_from,
                                    ns_to=args.ns_to, drop=args.drop, dry_run=args.dry_run, mongorestore=binary,
-                                   check=args.check, cancel=cancel)
+                                   check=args.check, identities=identities, cancel=cancel)
     finally:
         storage.close()
     print(report.summary())

@@ -239,6 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("backup", nargs="?", help="backup name as shown by 'list'")
     p.add_argument("--latest", action="store_true", help="the plan's newest backup")
     p.add_argument("--plan")
+    p.add_argument("--deep", action="store_true", help="an encrypted backup: decrypt it with the age identity "
+                   "and check the archive inside too (without: the stored bytes' sha256 and size only)")
+    p.add_argument("--identity-file", metavar="PATH", help="age identity (private key) file for --deep "
+                   "(implies it; default: the plan's identity_file, $BACKUP_AGE_IDENTITY_FILE, $BACKUP_AGE_IDENTITY)")
 
     p = sub.add_parser("restore", parents=[common], help="restore a backup into a MongoDB")
     p.add_argument("backup", nargs="?", help="backup name as shown by 'list'")
@@ -254,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.add_argument("--check", action="store_true", help="restore drill: compare document counts afterwards")
     p.add_argument("--engine", choices=("auto", "mongorestore", "native"), default="auto")
+    p.add_argument("--identity-file", metavar="PATH", help="age identity (private key) file for an encrypted "
+                   "backup (default: the plan's identity_file, $BACKUP_AGE_IDENTITY_FILE, $BACKUP_AGE_IDENTITY)")
 
     p = sub.add_parser("prune", parents=[common], help="apply the retention policy")
     p.add_argument("--plan")

@@ -27,7 +27,7 @@ class ExitCode(IntEnum):
     STORAGE = 74  # storage unreachable, refused or failed
     LOCKED = 75  # another run holds the plan's lock; try again later
     PUSH = 76  # backup stored, but the Pushgateway push or textfile write failed
-    NOPERM = 77  # authentication to MongoDB or storage failed
+    NOPERM = 77  # authentication to MongoDB or storage failed; the age identity does not open the backup
     CONFIG = 78  # configuration error
     TIMEOUT = 124  # the run exceeded the plan's timeout (as timeout(1) reports it)
     INTERRUPTED_SIGINT = 128 + signal.SIGINT  # 130
@@ -93,6 +93,16 @@ class ArchiveError(BackupError):
     """An archive is malformed, truncated, or fails a checksum."""
 
     exit_code = ExitCode.DATA
+
+
+class DecryptionFailed(ArchiveError):
+    """An encrypted backup does not decrypt: its bytes were changed after they were written, or are not age."""
+
+
+class WrongIdentity(BackupError):
+    """None of the age identities given can decrypt a backup (it was encrypted for other recipients)."""
+
+    exit_code = ExitCode.NOPERM
 
 
 class Interrupted(BackupError):

@@ -6,11 +6,14 @@ import re
 from datetime import UTC, datetime
 
 ARCHIVE_SUFFIX = ".archive.gz"
+ENCRYPTED_SUFFIX = ".archive.gz.age"  # the same archive, age-encrypted
+ARCHIVE_SUFFIXES = (ARCHIVE_SUFFIX, ENCRYPTED_SUFFIX)  # for str.endswith: "is this one of our archives?"
 STATUS_NAME = "_status.json"
 LOCK_NAME = "_lock"
 
 _STAMP = "%Y-%m-%dT%H-%M-%SZ"
-_STAMP_RE = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}Z)(?:-(\d+))?" + re.escape(ARCHIVE_SUFFIX) + "$")
+_STAMP_RE = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}Z)(?:-(\d+))?" + re.escape(ARCHIVE_SUFFIX)
+                       + "(?:" + re.escape(ENCRYPTED_SUFFIX[len(ARCHIVE_SUFFIX):]) + ")?$")
 
 
 def plan_prefix(prefix: str, plan: str) -> str:
@@ -19,12 +22,18 @@ def plan_prefix(prefix: str, plan: str) -> str:
     return f"{prefix}/{plan}" if prefix else plan
 
 
-def backup_name(prefix: str, plan: str, started: datetime) -> str:
-    """Return '<prefix>/<plan>/<UTC timestamp>.archive.gz'; names sort in time order."""
+def backup_name(prefix: str, plan: str, started: datetime, *, encrypted: bool = False) -> str:
+    """Return '<prefix>/<plan>/<UTC timestamp>.archive.gz' (with `encrypted`: '.archive.gz.age'); names sort
+    in time order."""
     if started.tzinfo is None:
         raise ValueError("started must be timezone-aware")
     stamp = started.astimezone(UTC).strftime(_STAMP)
-    return f"{plan_prefix(prefix, plan)}/{stamp}{ARCHIVE_SUFFIX}"
+    return f"{plan_prefix(prefix, plan)}/{stamp}{ENCRYPTED_SUFFIX if encrypted else ARCHIVE_SUFFIX}"
+
+
+def is_encrypted_name(name: str) -> bool:
+    """Return True for a name of an age-encrypted archive ('.archive.gz.age')."""
+    return name.endswith(ENCRYPTED_SUFFIX)
 
 
 def status_name(prefix: str, plan: str) -> str:

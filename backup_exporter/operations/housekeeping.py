@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from backup_exporter.archive.encryption import load_identities
 from backup_exporter.config import Config, PlanConfig
 from backup_exporter.core import naming
 from backup_exporter.core.errors import BackupError, Interrupted
@@ -78,8 +80,11 @@ def run_restore_check(plan: PlanConfig, storage: Storage, state: PlanStates | No
     assert plan.restore_check.uri is not None
     ok, message = False, ""
     try:
+        # The identity is read only now, and only from the plan's identity_file or the environment.
+        identities = load_identities(plan.encryption.identity_file if plan.encryption else None, os.environ)
         report = restore_latest_check(storage, plan.prefix, plan.name, plan.restore_check.uri,
-                                      mongorestore=shutil.which("mongorestore"), cancel=cancel)
+                                      mongorestore=shutil.which("mongorestore"), identities=identities,
+                                      cancel=cancel)
         ok, message = bool(report.check_ok), report.summary()
     except Interrupted:
         event(plog, logging.WARNING, "restore_check", "restore check stopped by shutdown; nothing recorded")

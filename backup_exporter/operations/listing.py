@@ -7,6 +7,7 @@ from datetime import datetime
 
 from backup_exporter.core.retention import Candidate, RetentionPolicy, decide
 from backup_exporter.repository.backups import plan_backups
+from backup_exporter.repository.reading import is_encrypted, recipients_of
 from backup_exporter.storage.base import Storage
 
 
@@ -22,13 +23,15 @@ class ListedBackup:
     keep: bool
     reasons: list[str] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)
+    encrypted: bool = False  # age-encrypted
+    recipients: list[str] = field(default_factory=list)  # fingerprints of the public keys it is encrypted for
 
 
 def list_backups(storage: Storage, prefix: str, plan: str, policy: RetentionPolicy,
                  now: datetime) -> list[ListedBackup]:
     """Return the plan's backups newest first, each with the retention policy's verdict and reasons.
 
-    Only objects named `<prefix>/<plan>/<UTC timestamp>.archive.gz` are listed. Raises StorageError (or
+    Only objects named `<prefix>/<plan>/<UTC timestamp>.archive.gz[.age]` are listed. Raises StorageError (or
     AuthenticationFailed) when the listing fails, ValueError when `now` is naive.
     """
     backups = plan_backups(storage, prefix, plan)
@@ -40,5 +43,6 @@ def list_backups(storage: Storage, prefix: str, plan: str, policy: RetentionPoli
         listed.append(ListedBackup(
             name=info.name, time=decision.created, size=info.size,
             sha256=info.metadata.get("sha256") or None, engine=info.metadata.get("engine") or None,
-            keep=decision.keep, reasons=list(decision.reasons), metadata=dict(info.metadata)))
+            keep=decision.keep, reasons=list(decision.reasons), metadata=dict(info.metadata),
+            encrypted=is_encrypted(info), recipients=recipients_of(info)))
     return listed

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Sequence
 
 from pymongo.errors import PyMongoError
+from pyrage import x25519
 
 from backup_exporter import archive
 from backup_exporter.core.errors import ArchiveError, BackupError, ExitCode
@@ -15,7 +16,7 @@ from backup_exporter.mongo.client import make_client
 from backup_exporter.mongo.errors import map_pymongo_error
 from backup_exporter.mongo.namespaces import NamespaceMap, check_patterns
 from backup_exporter.repository.backups import plan_backups
-from backup_exporter.repository.reading import READ_CHUNK, BlobReader, finish_integrity, integrity_problems
+from backup_exporter.repository.reading import finish_integrity, open_backup
 from backup_exporter.restore.mongorestore import restore_with_mongorestore
 from backup_exporter.restore.native import RestoreArchiveError, RestoreFailed, restore_archive
 from backup_exporter.restore.report import RestoredNamespace, RestoreReport
@@ -25,17 +26,21 @@ from backup_exporter.storage.base import ObjectInfo, Storage
 def restore(storage: Storage, name: str, *, target_uri: str, ns_include: Sequence[str] = (),
             ns_from: Sequence[str] = (), ns_to: Sequence[str] = (), drop: bool = False,
             dry_run: bool = False, mongorestore: str | None = None, check: bool = False,
+            identities: Sequence[x25519.Identity] | None = None,
             cancel: threading.Event | None = None) -> RestoreReport:
     """Restore backup `name` into the MongoDB at `target_uri`, streaming it from storage.
 
     With `mongorestore` (the binary's path) the blob goes into mongorestore's stdin (the URI only through
     its --config pipe) while the archive is parsed on the way for its counts; otherwise it is applied with
     pymongo (restore_native). Either way the sha256 and size of the bytes read are compared with the
-    object's metadata at the end. With `check` (a restore drill) each restored collection's document count
-    in the target is compared with the archive's, and mismatches are reported in the RestoreReport.
+    object's metadata at the end. An encrypted backup is decrypted on the way with `identities`. With
+    `check` (a restore drill) each restored collection's document count in the target is compared with the
+    archive's, and mismatches are reported in the RestoreReport.
 
     Returns the RestoreReport. Raises ArchiveError for a corrupt archive or a checksum/size mismatch (the
-    latter after the data went in: the target then holds suspect data), StorageError when the blob cannot
+    latter after the data went in: the target then holds suspect data), DecryptionFailed (an ArchiveError)
+    for encrypted bytes that were changed, ConfigError for an encrypted backup without identities,
+    WrongIdentity when they do not open it, StorageError when the blob cannot
     be read, UsageError for bad namespace options, RestoreFailed (mongorestore's non-zero exit, or MongoDB
     refusing a collection or index), SourceUnavailable/AuthenticationFailed for the target, Interrupted
     when `cancel` is set.
@@ -46,28 +51,30 @@ def restore(storage: Storage, name: str, *, target_uri: str, ns_include: Sequenc
     if mongorestore:
         report = restore_with_mongorestore(storage, info, mongorestore, target_uri=target_uri,
                                             ns_include=ns_include, ns_from=ns_from, ns_to=ns_to, drop=drop,
-                                            dry_run=dry_run, cancel=cancel)
+                                            dry_run=dry_run, identities=identities, cancel=cancel)
     else:
         report = _restore_native(storage, info, target_uri=target_uri, ns_include=ns_include,
-                                 ns_from=ns_from, ns_to=ns_to, drop=drop, dry_run=dry_run, cancel=cancel)
+                                 ns_from=ns_from, ns_to=ns_to, drop=drop, dry_run=dry_run, identities=identities,
+                                 cancel=cancel)
     if check and not dry_run:
         _check_counts(report, target_uri)
     return report
 
 
 def restore_targets(storage: Storage, name: str, *, ns_include: Sequence[str] = (),
-                    ns_from: Sequence[str] = (), ns_to: Sequence[str] = ()) -> list[str]:
+                    ns_from: Sequence[str] = (), ns_to: Sequence[str] = (),
+                    identities: Sequence[x25519.Identity] | None = None) -> list[str]:
     """Return the target namespaces a restore of backup `name` would write, from the archive's prelude
     only (its first bytes: the blob is not downloaded or decompressed further).
 
     Raises UsageError for bad patterns, StorageError when the blob cannot be read, ArchiveError when
-    its prelude is unreadable.
+    its prelude is unreadable, ConfigError/WrongIdentity for an encrypted backup without the right identity.
     """
     nsmap = NamespaceMap.build(ns_include, (), ns_from, ns_to)
-    reader = BlobReader(storage.read(name, READ_CHUNK))
+    opened = open_backup(storage, storage.stat(name), identities)
     targets: list[str] = []
     try:
-        for event in archive.iter_archive(archive.gunzip_stream(reader)):
+        for event in archive.iter_archive(archive.gunzip_stream(opened.archive)):
             if isinstance(event, archive.ArchiveHeader):
                 continue
             if not isinstance(event, archive.CollectionMeta):
@@ -78,12 +85,12 @@ def restore_targets(storage: Storage, name: str, *, ns_include: Sequence[str] = 
     except (ArchiveError, *archive.DECOMPRESS_ERRORS) as exc:
         raise ArchiveError(f"backup {name} is corrupt: {archive.describe_archive_problem(exc)}") from exc
     finally:
-        reader.close()
+        opened.close()
     return targets
 
 
 def restore_latest_check(storage: Storage, prefix: str, plan: str, target_uri: str, *,
-                         mongorestore: str | None = None,
+                         mongorestore: str | None = None, identities: Sequence[x25519.Identity] | None = None,
                          cancel: threading.Event | None = None) -> RestoreReport:
     """Run a restore drill: restore the plan's newest backup into the scratch MongoDB at `target_uri`
     under the same namespaces, replacing same-named collections there (--drop, so drills repeat
@@ -98,17 +105,17 @@ def restore_latest_check(storage: Storage, prefix: str, plan: str, target_uri: s
                           ExitCode.DATA)
     newest, _ = max(backups, key=lambda pair: (pair[1], pair[0].name))
     return restore(storage, newest.name, target_uri=target_uri, drop=True, check=True,
-                   mongorestore=mongorestore, cancel=cancel)
+                   mongorestore=mongorestore, identities=identities, cancel=cancel)
 
 
 def _restore_native(storage: Storage, info: ObjectInfo, *, target_uri: str, ns_include: Sequence[str],
                     ns_from: Sequence[str], ns_to: Sequence[str], drop: bool, dry_run: bool,
-                    cancel: threading.Event | None) -> RestoreReport:
+                    identities: Sequence[x25519.Identity] | None, cancel: threading.Event | None) -> RestoreReport:
     name = info.name
-    reader = BlobReader(storage.read(name, READ_CHUNK), cancel=cancel)
+    opened = open_backup(storage, info, identities, cancel=cancel)
     try:
         try:
-            summary = restore_archive(archive.gunzip_stream(reader), target_uri, ns_include=ns_include,
+            summary = restore_archive(archive.gunzip_stream(opened.archive), target_uri, ns_include=ns_include,
                                       ns_from=ns_from, ns_to=ns_to, drop=drop, dry_run=dry_run,
                                       cancel=cancel)
         except (ArchiveError, *archive.DECOMPRESS_ERRORS) as exc:
@@ -118,17 +125,18 @@ def _restore_native(storage: Storage, info: ObjectInfo, *, target_uri: str, ns_i
             # A corrupt blob can decompress into documents that are not valid BSON, which the server
             # refuses before the namespace's CRC is reached. Reading the rest tells a corrupt blob (its
             # checksum differs) from data the server refuses for its own reasons.
-            reader.drain()
-            problems = integrity_problems(reader, info)
+            opened.drain()
+            problems = opened.problems()
             if problems:
                 raise ArchiveError(f"backup {name} is corrupt (part of it is already in the target): "
                                    f"{'; '.join(problems)}; MongoDB refused it: {exc.message}") from exc
             raise
-        reader.drain()
+        opened.drain()
     finally:
-        reader.close()
-    finish_integrity(name, reader, info)
-    report = RestoreReport(name, "native", dry_run, reader.size, reader.sha256, skipped=list(summary.skipped))
+        opened.close()
+    finish_integrity(name, opened)
+    report = RestoreReport(name, "native", dry_run, opened.blob.size, opened.blob.sha256,
+                           skipped=list(summary.skipped))
     for ns in summary.namespaces.values():
         report.namespaces.append(RestoredNamespace(
             source=ns.source, target=ns.target, archive_documents=ns.documents + ns.failed,

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from backup_exporter import __version__
+from backup_exporter.archive.encryption import EncryptingWriter
 from backup_exporter.config import PlanConfig
 from backup_exporter.core import naming, status
 from backup_exporter.core.argv import mongodump_filters
@@ -33,7 +34,7 @@ from backup_exporter.core.errors import (
     UsageError,
 )
 from backup_exporter.core.plan_state import PlanStates
-from backup_exporter.engines.base import DumpInfo, Engine
+from backup_exporter.engines.base import DumpInfo, Engine, Sink
 from backup_exporter.engines.mongodump import MongodumpEngine
 from backup_exporter.engines.process import NativeProcessEngine
 from backup_exporter.repository import records
@@ -76,7 +77,7 @@ class ArchiveSink:
     """Passes archive bytes to the upload while hashing, counting, and checking they form a complete
     gzip stream of a mongodump archive (magic number first, terminator last)."""
 
-    def __init__(self, upload: Upload, progress: Progress, on_bytes: Callable[[int], None] | None = None) -> None:
+    def __init__(self, upload: Sink, progress: Progress, on_bytes: Callable[[int], None] | None = None) -> None:
         self.upload = upload
         self.progress = progress
         self.on_bytes = on_bytes
@@ -205,7 +206,8 @@ def _locked_run(plan: PlanConfig, storage: Storage, state: PlanStates | None, ca
                 log: logging.LoggerAdapter[logging.Logger], grace_seconds: float, holder: str) -> RunOutcome:
     started = started_at.timestamp()
     status_key = naming.status_name(plan.prefix, plan.name)
-    name = naming.backup_name(plan.prefix, plan.name, _name_time(storage, status_key, plan.name, started_at))
+    name = naming.backup_name(plan.prefix, plan.name, _name_time(storage, status_key, plan.name, started_at),
+                              encrypted=plan.encryption is not None)
     if state is not None:
         state.run_started(plan.name, started)
     why = "given by the caller"
@@ -216,6 +218,7 @@ def _locked_run(plan: PlanConfig, storage: Storage, state: PlanStates | None, ca
     _record_start(storage, status_key, plan.name, status.Running(started, holder, name, engine.name), log)
     upload: Upload | None = None
     sink: ArchiveSink | None = None
+    encrypting: EncryptingWriter | None = None
     info: DumpInfo | None = None
     timer: threading.Timer | None = None
     if plan.timeout_seconds is not None:
@@ -228,7 +231,10 @@ def _locked_run(plan: PlanConfig, storage: Storage, state: PlanStates | None, ca
         upload = storage.start_upload(name)
         progress.upload = upload
         on_bytes = (lambda n: state.add_uploaded(plan.name, n)) if state is not None else None
-        sink = ArchiveSink(upload, progress, on_bytes)
+        if plan.encryption is not None:
+            # Checked and counted below as the plain gzip archive; only its age encryption reaches storage.
+            encrypting = EncryptingWriter(upload, plan.encryption.recipients)
+        sink = ArchiveSink(encrypting or upload, progress, on_bytes)
         try:
             info = engine.dump(sink, cancel)
         except Interrupted:
@@ -238,15 +244,21 @@ def _locked_run(plan: PlanConfig, storage: Storage, state: PlanStates | None, ca
         problem = sink.verdict()
         if problem:
             raise DumpFailed(f"{engine.name}: {problem}", ExitCode.DATA)
+        stored_sha256, stored_size = encrypting.finish() if encrypting else (sink.sha256.hexdigest(), sink.size)
         finished_at = clock()
-        upload.commit(backup_metadata(
-            sha256=sink.sha256.hexdigest(), size=sink.size, plan=plan.name, engine=info.engine,
-            tool_version=info.tool_version, server_version=info.server_version, source_host=info.source_host,
-            started=started_at, finished=finished_at, exporter_version=__version__,
-        ), access_tier=plan.access_tier)
+        metadata = backup_metadata(
+            sha256=stored_sha256, size=stored_size, plan=plan.name, engine=info.engine,  # of the stored bytes:
+            tool_version=info.tool_version, server_version=info.server_version,  # verify needs no key
+            source_host=info.source_host, started=started_at, finished=finished_at, exporter_version=__version__)
+        if encrypting is not None:
+            metadata |= encrypting.metadata() | {"archive_sha256": sink.sha256.hexdigest(),
+                                                 "archive_size": str(sink.size)}
+        upload.commit(metadata, access_tier=plan.access_tier)
         # The run ends when its backup is committed: the upload's tail belongs to its duration.
         committed_at = clock()
     except BaseException as exc:
+        if encrypting is not None:
+            encrypting.abort()
         if upload is not None:
             upload.abort()
         error = exc if isinstance(exc, BackupError) else None
@@ -267,10 +279,10 @@ def _locked_run(plan: PlanConfig, storage: Storage, state: PlanStates | None, ca
         if timer is not None:
             timer.cancel()
     outcome = RunOutcome(plan.name, status.SUCCESS, 0, f"stored {name}", started, committed_at.timestamp(),
-                         name=name, size=sink.size, sha256=sink.sha256.hexdigest(), engine=info.engine)
+                         name=name, size=stored_size, sha256=stored_sha256, engine=info.engine)
     _record(storage, status_key, plan.name, outcome, state, log)
-    event(log, logging.INFO, "succeeded", "backup stored: %s (%d bytes in %.1f s)", name, sink.size,
-          outcome.finished - outcome.started, exit_code=0, size=sink.size, backup=name,
+    event(log, logging.INFO, "succeeded", "backup stored: %s (%d bytes in %.1f s)", name, stored_size,
+          outcome.finished - outcome.started, exit_code=0, size=stored_size, backup=name,
           duration=round(outcome.finished - outcome.started, 3))
     if after_success is not None:
         # The backup is stored and recorded: a failing retention or listing must not turn it into a failure.

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from backup_exporter.core.naming import ARCHIVE_SUFFIX, plan_prefix, time_of
+from backup_exporter.core.naming import ARCHIVE_SUFFIXES, plan_prefix, time_of
 from backup_exporter.storage.base import ObjectInfo, Storage, folder_of
 
 
@@ -15,7 +15,7 @@ def is_archive_in(folder: str, name: str) -> bool:
     if not name.startswith(base):
         return False
     rest = name[len(base):]
-    return bool(rest) and "/" not in rest and not rest.startswith(".") and rest.endswith(ARCHIVE_SUFFIX)
+    return bool(rest) and "/" not in rest and not rest.startswith(".") and rest.endswith(ARCHIVE_SUFFIXES)
 
 
 def archives(storage: Storage, folder: str) -> list[ObjectInfo]:

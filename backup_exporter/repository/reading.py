@@ -1,5 +1,6 @@
-"""Reading a stored backup back: a file over storage chunks that hashes and counts every byte, and the
-comparison of what was read with the sha256 and size recorded at commit."""
+"""Reading a stored backup back: a file over storage chunks that hashes and counts every byte, the
+decryption of an encrypted backup on the way, and the comparison of what was read with the sha256 and size
+recorded at commit."""
 
 from __future__ import annotations
 
@@ -7,14 +8,20 @@ import hashlib
 import io
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from backup_exporter.core.errors import ArchiveError, Interrupted
-from backup_exporter.repository.metadata import expected_digest
-from backup_exporter.storage.base import ObjectInfo
+from pyrage import x25519
 
-__all__ = ["READ_CHUNK", "BlobReader", "expected_digest", "finish_integrity", "integrity_problems", "signum_of"]
+from backup_exporter.archive import encryption
+from backup_exporter.core.errors import ArchiveError, ConfigError, DecryptionFailed, Interrupted
+from backup_exporter.core.naming import is_encrypted_name
+from backup_exporter.repository.metadata import expected_digest
+from backup_exporter.storage.base import ObjectInfo, Storage
+
+__all__ = ["READ_CHUNK", "BlobReader", "OpenedBackup", "expected_digest", "finish_integrity",
+           "integrity_problems", "is_encrypted", "open_backup", "recipients_of", "signum_of"]
 
 READ_CHUNK = 1 << 20  # storage read size: big enough for throughput, small enough to hold a few
 
@@ -104,8 +111,104 @@ def integrity_problems(reader: BlobReader, info: ObjectInfo) -> list[str]:
     return problems
 
 
-def finish_integrity(name: str, reader: BlobReader, info: ObjectInfo) -> None:
-    problems = integrity_problems(reader, info)
+def finish_integrity(name: str, opened: OpenedBackup) -> None:
+    """Raise ArchiveError when a restored backup's bytes do not match its metadata (see OpenedBackup)."""
+    problems = opened.problems()
     if problems:
         raise ArchiveError(f"backup {name} was restored but does not match its metadata, so the restored "
                            f"data is suspect: {'; '.join(problems)}")
+
+
+# ------------------------------------------------------------------------------------ encrypted backups
+
+
+def is_encrypted(info: ObjectInfo) -> bool:
+    """Return True when the backup is age-encrypted (by its name or its metadata)."""
+    return is_encrypted_name(info.name) or info.metadata.get(encryption.METADATA_KEY) == encryption.FORMAT
+
+
+def recipients_of(info: ObjectInfo) -> list[str]:
+    """Return the fingerprints of the public keys the backup was encrypted for, as its metadata records."""
+    return [r for r in (info.metadata.get("recipients") or "").split(",") if r]
+
+
+@dataclass
+class OpenedBackup:
+    """A stored backup being read: `blob` yields and hashes the stored bytes (what the metadata's sha256
+    and size describe); `archive` yields and hashes the gzip'd archive: the blob itself, or, for an
+    encrypted backup, its decryption."""
+
+    info: ObjectInfo
+    blob: BlobReader
+    archive: BlobReader
+    decrypt_error: DecryptionFailed | None = None  # kept when met, reported by problems()
+
+    @property
+    def encrypted(self) -> bool:
+        return self.archive is not self.blob
+
+    def drain(self) -> None:
+        """Read (hash, count, tee) whatever the consumer left, archive first, then the rest of the blob.
+        A decryption failure is not raised here: problems() reports it."""
+        try:
+            self.archive.drain()
+        except DecryptionFailed:
+            pass  # kept in decrypt_error
+        if self.encrypted:
+            self.blob.drain()
+
+    def problems(self) -> list[str]:
+        """Return what does not match the metadata: the stored bytes, and the decrypted archive's sha256
+        and size when the backup recorded them."""
+        problems = integrity_problems(self.blob, self.info)
+        if self.decrypt_error is not None:
+            problems.append(self.decrypt_error.message)  # what was decrypted before it is beside the point
+        elif self.encrypted:
+            sha = (self.info.metadata.get("archive_sha256") or "").strip().lower()
+            size = (self.info.metadata.get("archive_size") or "").strip()
+            if size.isdigit() and self.archive.size != int(size):
+                problems.append(f"decrypted archive size mismatch: metadata says {size} bytes, "
+                                f"decrypted {self.archive.size}")
+            elif sha and self.archive.sha256 != sha:
+                problems.append(f"decrypted archive sha256 mismatch: metadata says {sha}, "
+                                f"content is {self.archive.sha256}")
+        return problems
+
+    def close(self) -> None:
+        self.archive.close()  # for an encrypted backup this stops the decrypting thread first
+        self.blob.close()
+
+
+def open_backup(storage: Storage, info: ObjectInfo, identities: Sequence[x25519.Identity] | None, *,
+                tee: Callable[[bytes], None] | None = None,
+                cancel: threading.Event | None = None) -> OpenedBackup:
+    """Return the backup `info` opened for reading; `tee` receives every archive chunk as it is pulled.
+
+    Raises ConfigError when the backup is encrypted and no identity was given (nothing is read then).
+    Reading the archive raises WrongIdentity or DecryptionFailed for an encrypted backup that the
+    identities cannot open, or whose bytes were changed.
+    """
+    encrypted = is_encrypted(info)
+    if encrypted and not identities:
+        fingerprints = ", ".join(recipients_of(info)) or "unrecorded keys"
+        raise ConfigError([f"backup {info.name} is encrypted (age, for {fingerprints}): give the identity "
+                           f"with --identity-file PATH, ${encryption.ENV_IDENTITY_FILE} or "
+                           f"${encryption.ENV_IDENTITY}"])
+    chunks = storage.read(info.name, READ_CHUNK)
+    if not encrypted:
+        reader = BlobReader(chunks, tee=tee, cancel=cancel)
+        return OpenedBackup(info, reader, reader)
+    assert identities is not None
+    blob = BlobReader(chunks, cancel=cancel)
+    plain = encryption.decrypted_chunks(blob, identities, name=info.name, recipients=recipients_of(info))
+    opened = OpenedBackup(info, blob, blob)
+    opened.archive = BlobReader(_keeping_decrypt_error(plain, opened), tee=tee, cancel=cancel)
+    return opened
+
+
+def _keeping_decrypt_error(chunks: Iterator[bytes], opened: OpenedBackup) -> Iterator[bytes]:
+    try:
+        yield from chunks
+    except DecryptionFailed as exc:
+        opened.decrypt_error = exc
+        raise

@@ -7,13 +7,15 @@ import subprocess
 import threading
 from collections.abc import Sequence
 
+from pyrage import x25519
+
 from backup_exporter import archive
 from backup_exporter.core import argv as commands
 from backup_exporter.core.errors import ArchiveError, ExitCode, Interrupted
 from backup_exporter.mongo.errors import scrub
 from backup_exporter.mongo.namespaces import pattern_matches, target_namespace
 from backup_exporter.mongo.uri import uri_secrets
-from backup_exporter.repository.reading import READ_CHUNK, BlobReader, finish_integrity, signum_of
+from backup_exporter.repository.reading import finish_integrity, open_backup, signum_of
 from backup_exporter.restore.native import RestoreFailed
 from backup_exporter.restore.report import RestoredNamespace, RestoreReport
 from backup_exporter.storage.base import ObjectInfo, Storage
@@ -56,34 +58,38 @@ class _StdinFeeder:
             self.broken = True
 
 
+def _feed(feeder: _StdinFeeder | None, chunk: bytes) -> None:
+    assert feeder is not None  # set before the first chunk is pulled
+    feeder(chunk)
+
+
 def restore_with_mongorestore(storage: Storage, info: ObjectInfo, binary: str, *, target_uri: str,
                                ns_include: Sequence[str], ns_from: Sequence[str], ns_to: Sequence[str],
-                               drop: bool, dry_run: bool,
+                               drop: bool, dry_run: bool, identities: Sequence[x25519.Identity] | None = None,
                                cancel: threading.Event | None) -> RestoreReport:
     name = info.name
     argv = commands.mongorestore_argv(binary, ns_include=ns_include, ns_from=ns_from, ns_to=ns_to, drop=drop,
                              dry_run=dry_run)
-    chunks = storage.read(name, READ_CHUNK)
+    feeder: _StdinFeeder | None = None
+    # Opened first: an encrypted backup without an identity fails before mongorestore starts. Every chunk
+    # the archive parser pulls (decrypted first, if need be) is handed on to mongorestore's stdin.
+    opened = open_backup(storage, info, identities, tee=lambda chunk: _feed(feeder, chunk), cancel=cancel)
     try:
         command = execute.Command(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                   secret_files={"config": commands.tool_config(target_uri)},
                                   log_prefix="mongorestore: ", secrets=uri_secrets(target_uri))
     except OSError as exc:
-        closer = getattr(chunks, "close", None)
-        if callable(closer):
-            closer()
+        opened.close()
         raise RestoreFailed(f"cannot start mongorestore ({binary}): {exc.strerror or exc}",
                             ExitCode.CONFIG) from None
     feeder = _StdinFeeder(command)
-    # The archive parser pulls the blob; every chunk it pulls is hashed and handed to mongorestore too, so
     # mongorestore gets exactly the bytes that were checked, and a corrupt archive stops it early.
-    reader = BlobReader(chunks, tee=feeder, cancel=cancel)
     finished = False
     summary: archive.ArchiveSummary | None = None
     try:
         try:
-            summary = archive.verify_archive(archive.gunzip_stream(reader))
-            reader.drain()
+            summary = archive.verify_archive(archive.gunzip_stream(opened.archive))
+            opened.drain()
         except _ChildStopped:
             pass
         except (ArchiveError, *archive.DECOMPRESS_ERRORS) as exc:
@@ -93,7 +99,7 @@ def restore_with_mongorestore(storage: Storage, info: ObjectInfo, binary: str, *
         code = _wait(command, cancel)
         finished = True
     finally:
-        reader.close()
+        opened.close()
         if not finished:
             command.stop(grace=5)
         command.close()
@@ -104,8 +110,8 @@ def restore_with_mongorestore(storage: Storage, info: ObjectInfo, binary: str, *
                             exit_code if 0 < exit_code < 64 or exit_code > 128 else ExitCode.DATA)
     if feeder.broken or summary is None:
         raise RestoreFailed("mongorestore exited successfully without reading the whole archive")
-    finish_integrity(name, reader, info)
-    report = RestoreReport(name, "mongorestore", dry_run, reader.size, reader.sha256)
+    finish_integrity(name, opened)
+    report = RestoreReport(name, "mongorestore", dry_run, opened.blob.size, opened.blob.sha256)
     for ns, ns_summary in summary.namespaces.items():
         if not _included(ns, ns_include):
             report.skipped.append(ns)

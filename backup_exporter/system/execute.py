@@ -38,6 +38,9 @@ def child_environment(environ: Mapping[str, str] | None = None) -> dict[str, str
     return {name: value for name, value in source.items()
             if not _SECRET_NAMES.search(name) and redact(value) == value}
 
+# Never passed on, not even in an environment given explicitly: the age identity text (read in-process only).
+PRIVATE_ENV = frozenset({"BACKUP_AGE_IDENTITY"})
+
 
 class Command:
     """A running child process with its stdout as a pipe and its stderr logged and kept (last lines)."""
@@ -66,7 +69,8 @@ class Command:
         try:
             self.process = subprocess.Popen(
                 final_argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, pass_fds=pass_fds,
-                start_new_session=True, env=dict(env) if env is not None else child_environment(), close_fds=True)
+                start_new_session=True, close_fds=True,
+                env={k: v for k, v in env.items() if k not in PRIVATE_ENV} if env is not None else child_environment())
         except BaseException:
             # No child will read the secrets: close our ends too, or every failed start (a missing
             # binary, retried on each schedule by the daemon) would leak a descriptor per secret.
