@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import signal
 import sys
-import threading
-import time
 from types import FrameType
 from typing import Any
 
 import click
 
-from backup_exporter.cli.format import human_age, human_bytes
 from backup_exporter.cli.options import CONTEXT_SETTINGS, with_config
+from backup_exporter.cli.progress import EstimateTask, RunProgressLine
 from backup_exporter.cli.push_settings import PushFlags, push_config, push_options
 from backup_exporter.config import Config
 from backup_exporter.core.cancel import CancelToken
@@ -21,33 +19,6 @@ from backup_exporter.operations.run import Progress, run_backup
 from backup_exporter.serve.api_client import run_via_daemon
 from backup_exporter.serve.pushgateway import publish
 from backup_exporter.storage.factory import open_storage
-
-
-class _ProgressLine:
-    """Redraws one status line on a terminal while a run lasts."""
-
-    def __init__(self, progress: Progress) -> None:
-        self.progress = progress
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._loop, daemon=True)
-
-    def __enter__(self) -> _ProgressLine:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop.set()
-        self.thread.join(timeout=2)
-        sys.stderr.write("\r\033[K")
-        sys.stderr.flush()
-
-    def _loop(self) -> None:
-        while not self.stop.wait(0.5):
-            p = self.progress
-            elapsed = max(0.001, time.time() - p.started)
-            sys.stderr.write(f"\r\033[K  dumped {human_bytes(p.dumped)}  uploaded {human_bytes(p.uploaded)}  "
-                             f"{human_bytes(p.dumped / elapsed)}/s  {human_age(elapsed)}")
-            sys.stderr.flush()
 
 
 def _install_signal_handlers(cancel: CancelToken) -> None:
@@ -61,7 +32,9 @@ def _install_signal_handlers(cancel: CancelToken) -> None:
 @click.command("run-now", context_settings=CONTEXT_SETTINGS,
                short_help="run one backup now and exit with its exit code",
                help="Run one backup of a plan now and exit with its exit code (README, \"Exit codes\"). Prints "
-                    "NAME<TAB>SIZE<TAB>SHA256 of the stored backup; on a terminal shows live progress on stderr.")
+                    "NAME<TAB>SIZE<TAB>SHA256 of the stored backup. On a terminal, stderr shows live progress "
+                    "against an estimate from the server's collection stats: percentage, documents and source "
+                    "bytes done, throughput, ETA.")
 @click.option("--plan", metavar="NAME", help="plan name (needed when several are configured)")
 @click.option("--daemon", "daemon_url", metavar="URL",
               help="ask a running daemon to run it and wait (token from env BACKUP_API_TOKEN)")
@@ -80,9 +53,11 @@ def run_now(cfg: Config, plan: str | None, daemon_url: str | None, quiet: bool, 
     retention = after_success_hook(plan_cfg, storage, None)
     try:
         if sys.stderr.isatty() and not quiet:
-            with _ProgressLine(progress):
+            with RunProgressLine(progress, EstimateTask(plan_cfg, progress).start()) as line:
                 outcome = run_backup(plan_cfg, storage, cancel=cancel, progress=progress, trigger="run-now",
                                      after_success=retention)
+                if outcome.exit_code == 0:
+                    line.finish()
         else:
             outcome = run_backup(plan_cfg, storage, cancel=cancel, progress=progress, trigger="run-now",
                                  after_success=retention)
