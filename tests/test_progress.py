@@ -25,7 +25,7 @@ from pymongo import MongoClient
 
 from backup_exporter import archive
 from backup_exporter.archive.counting import ArchiveCounter
-from backup_exporter.cli.progress import Snapshot, describe, fraction_done
+from backup_exporter.cli.progress import Snapshot, describe, describe_read, fraction_done
 from backup_exporter.mongo.estimate import NamespaceEstimate, WorkEstimate, estimate_work
 from tests.cli_helpers import base_env
 
@@ -199,3 +199,26 @@ def test_off_a_terminal_nothing_of_the_progress_line_is_printed(big_prefix: str,
     assert result.returncode == 0, result.stderr
     assert "%" not in result.stderr and "ETA" not in result.stderr and "\r" not in result.stderr
     assert all(LOG_LINE.match(line) for line in result.stderr.splitlines())
+
+
+def test_a_read_line_shows_the_part_of_the_recorded_size_read() -> None:
+    assert describe_read(25 * 1024, 100 * 1024, 1024.0, 5.0).startswith(" 25%  ETA 1m15s  25.0 KiB/100.0 KiB")
+    assert describe_read(120, 100, 10.0, 5.0).startswith("beyond the recorded size")
+    assert describe_read(100, 100, 10.0, 5.0, finished=True).startswith("100%  done")
+
+
+def test_on_a_terminal_verify_shows_its_progress_and_leaves_only_its_report(
+        big_prefix: str, mongo_uri: str, tmp_path: Path) -> None:
+    config = local_native_config(tmp_path, f"{big_prefix}_shop.users")
+    env = base_env(MONGODB_URI=mongo_uri)
+    made = subprocess.run([sys.executable, "-m", "backup_exporter.cli.main", "run-now", "--config", str(config)],
+                          env=env, text=True, capture_output=True, timeout=120)
+    assert made.returncode == 0, made.stderr
+    code, raw, out = run_on_terminal(["verify", "--latest", "--config", str(config)], env)
+    text = ANSI.sub("\n", raw.decode(errors="replace"))
+    assert code == 0, text
+    assert ": OK (" in out and "8000 documents" in " ".join(out.split())
+    percentages = [int(p) for p in re.findall(r"(\d+)%", text)]
+    assert percentages and percentages[-1] == 100 and percentages == sorted(percentages), text
+    assert "100%  done" in text
+    assert not any("%" in line for line in screen_of(raw)), "the line is cleared at the end"

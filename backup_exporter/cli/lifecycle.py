@@ -15,6 +15,7 @@ from pymongo.errors import PyMongoError
 
 from backup_exporter.cli.format import human_bytes
 from backup_exporter.cli.options import CONTEXT_SETTINGS, with_config
+from backup_exporter.cli.progress import ReadProgressLine
 from backup_exporter.cli.status import selected_plans
 from backup_exporter.config import Config, PlanConfig
 from backup_exporter.core.cancel import CancelToken
@@ -88,13 +89,19 @@ def list_backups(cfg: Config, plan: str | None, as_json: bool) -> int:
 @_BACKUP_ARGUMENT
 @_LATEST_OPTION
 @_PLAN_OPTION
+@click.option("--quiet", is_flag=True, help="no progress line on a terminal")
 @with_config
-def verify_backup(cfg: Config, backup: str | None, latest: bool, plan: str | None) -> int:
+def verify_backup(cfg: Config, backup: str | None, latest: bool, plan: str | None, quiet: bool) -> int:
     storage = open_storage(cfg.storage)
     cancel = CancelToken()
     try:
         _, name = _resolve(storage, cfg, backup, latest, plan)
-        report = verify.verify_backup(storage, name, cancel=cancel)
+        if sys.stderr.isatty() and not quiet:
+            with ReadProgressLine(storage.backup_info(name).size) as line:
+                report = verify.verify_backup(storage, name, cancel=cancel, on_read=line.add)
+                line.finish()
+        else:
+            report = verify.verify_backup(storage, name, cancel=cancel)
     finally:
         storage.close()
     print(f"{report.name}: OK ({human_bytes(report.size)}, sha256 {report.sha256}"

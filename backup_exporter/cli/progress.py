@@ -18,7 +18,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from rich.console import Console, RenderableType
 from rich.live import Live
@@ -141,23 +141,41 @@ class _AboveTheLine(io.TextIOBase):
         return None
 
 
-class RunProgressLine:
-    """While the `with` block runs: draws the progress of `progress` on the terminal behind `console`,
-    routes log lines above it, and clears it at the end. Call `finish()` after a successful run to draw
-    the final 100% before it is cleared."""
+class _Rate:
+    """Bytes per second over the last few seconds of samples."""
 
-    def __init__(self, progress: Progress, estimate: EstimateTask, console: Console | None = None,
-                 refresh_per_second: float = 4) -> None:
-        self.progress = progress
-        self.estimate = estimate
-        self.console = console or Console(file=sys.stderr, highlight=False)
-        self._finished = False
+    def __init__(self) -> None:
         self._samples: deque[tuple[float, int]] = deque()
-        self._live = Live(console=self.console, get_renderable=self._render, refresh_per_second=refresh_per_second,
-                          transient=True, redirect_stdout=False, redirect_stderr=True)
+
+    def sample(self, now: float, total: int) -> float | None:
+        """Record `total` bytes at `now`; return the recent rate, or None before half a second of samples."""
+        self._samples.append((now, total))
+        while len(self._samples) > 2 and now - self._samples[0][0] > _RATE_WINDOW_SECONDS:
+            self._samples.popleft()
+        (t0, b0), (t1, b1) = self._samples[0], self._samples[-1]
+        return (b1 - b0) / (t1 - t0) if t1 - t0 >= 0.5 else None
+
+
+class LiveLine:
+    """While the `with` block runs: draws `line()` at the bottom of the terminal behind `console`, prints
+    log lines above it, and clears it at the end. Call `finish()` after success to draw the final 100%
+    before it is cleared. Subclasses say what the line shows."""
+
+    def __init__(self, console: Console | None = None, refresh_per_second: float = 4) -> None:
+        self.console = console or Console(file=sys.stderr, highlight=False)
+        self.finished = False
+        self._refresh_per_second = refresh_per_second
+        self._live: Live | None = None  # made on entry: rich renders once on construction
         self._rebound: list[tuple[logging.StreamHandler[Any], Any]] = []
 
-    def __enter__(self) -> RunProgressLine:
+    def line(self) -> tuple[float | None, str]:
+        """Return (part done, for the bar, or None when unknown; the text beside the bar)."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self._live = Live(console=self.console, get_renderable=self._render,
+                          refresh_per_second=self._refresh_per_second, transient=True, redirect_stdout=False,
+                          redirect_stderr=True)
         self._live.start()
         writer = _AboveTheLine(self.console)
         for handler in logging.getLogger().handlers:
@@ -167,37 +185,81 @@ class RunProgressLine:
         return self
 
     def finish(self) -> None:
-        self._finished = True
-        self._live.refresh()
+        self.finished = True
+        if self._live is not None:
+            self._live.refresh()
 
     def __exit__(self, *_: object) -> None:
-        self._live.stop()  # first: a log line from here on prints as usual, with no line left to clear
+        if self._live is not None:
+            self._live.stop()  # first: a log line from here on prints as usual, with no line left to clear
         for handler, stream in self._rebound:
             handler.setStream(stream)
         self._rebound.clear()
 
-    def snapshot(self) -> Snapshot:
-        p = self.progress
-        now = time.time()
-        counted = p.archive
-        self._samples.append((now, counted.data_bytes))
-        while len(self._samples) > 2 and now - self._samples[0][0] > _RATE_WINDOW_SECONDS:
-            self._samples.popleft()
-        (t0, b0), (t1, b1) = self._samples[0], self._samples[-1]
-        rate = (b1 - b0) / (t1 - t0) if t1 - t0 >= 0.5 else None
-        return Snapshot(elapsed=now - p.started, documents=counted.documents, source_bytes=counted.data_bytes,
-                        uploaded=p.uploaded, rate=rate, collections_done=counted.namespaces_done,
-                        estimate_state=self.estimate.state, estimate=p.estimate, finished=self._finished)
-
     def _render(self) -> RenderableType:
-        s = self.snapshot()
-        fraction = fraction_done(s)
-        if s.finished:
+        fraction, text = self.line()
+        if self.finished:
             bar = ProgressBar(total=1, completed=1, width=_BAR_WIDTH)
         elif fraction is None:
             bar = ProgressBar(total=None, width=_BAR_WIDTH)  # pulsing: there is nothing to measure against
         else:
             bar = ProgressBar(total=1, completed=min(1.0, fraction), width=_BAR_WIDTH)
         grid = Table.grid(padding=(0, 1))
-        grid.add_row(bar, Text(describe(s), no_wrap=True, overflow="ellipsis"))
+        grid.add_row(bar, Text(text, no_wrap=True, overflow="ellipsis"))
         return grid
+
+
+class RunProgressLine(LiveLine):
+    """The line of a backup run: `progress` against the estimate of `estimate`."""
+
+    def __init__(self, progress: Progress, estimate: EstimateTask, console: Console | None = None,
+                 refresh_per_second: float = 4) -> None:
+        super().__init__(console, refresh_per_second)
+        self.progress = progress
+        self.estimate = estimate
+        self._rate = _Rate()
+
+    def snapshot(self) -> Snapshot:
+        p = self.progress
+        now = time.time()
+        counted = p.archive
+        rate = self._rate.sample(now, counted.data_bytes)
+        return Snapshot(elapsed=now - p.started, documents=counted.documents, source_bytes=counted.data_bytes,
+                        uploaded=p.uploaded, rate=rate, collections_done=counted.namespaces_done,
+                        estimate_state=self.estimate.state, estimate=p.estimate, finished=self.finished)
+
+    def line(self) -> tuple[float | None, str]:
+        s = self.snapshot()
+        return fraction_done(s), describe(s)
+
+
+def describe_read(done: int, total: int, rate: float | None, elapsed: float, finished: bool = False) -> str:
+    """Return the text of a read's progress line: `done` of `total` bytes (the blob's recorded size)."""
+    speed = f"{human_bytes(rate)}/s" if rate is not None else "-/s"
+    tail = f"{speed}  elapsed {human_age(elapsed)}"
+    if finished:
+        return f"100%  done  {human_bytes(done)}  {tail}"
+    if total <= 0 or done > total:
+        return f"beyond the recorded size  {human_bytes(done)} of {human_bytes(total)}  {tail}"
+    eta = f"ETA {human_age(math.ceil((total - done) / rate))}" if rate else "ETA -"
+    return f"{math.floor(100 * done / total):3d}%  {eta}  {human_bytes(done)}/{human_bytes(total)}  {tail}"
+
+
+class ReadProgressLine(LiveLine):
+    """The line of reading a stored backup of `total` bytes (verify): feed each chunk read to `add`."""
+
+    def __init__(self, total: int, console: Console | None = None, refresh_per_second: float = 4) -> None:
+        super().__init__(console, refresh_per_second)
+        self.total = total
+        self.done = 0
+        self.started = time.time()
+        self._rate = _Rate()
+
+    def add(self, chunk: bytes) -> None:
+        self.done += len(chunk)
+
+    def line(self) -> tuple[float | None, str]:
+        now = time.time()
+        rate = self._rate.sample(now, self.done)
+        fraction = self.done / self.total if self.total > 0 else None
+        return fraction, describe_read(self.done, self.total, rate, now - self.started, self.finished)

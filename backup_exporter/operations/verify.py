@@ -4,6 +4,7 @@ sha256 and size recorded at commit."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from backup_exporter import archive
@@ -30,9 +31,10 @@ class VerifyReport:
         return sum(self.namespaces.values())
 
 
-def verify_backup(storage: Storage, name: str, *, cancel: threading.Event | None = None) -> VerifyReport:
+def verify_backup(storage: Storage, name: str, *, cancel: threading.Event | None = None,
+                  on_read: Callable[[bytes], None] | None = None) -> VerifyReport:
     """Stream backup `name` once: check its gzip stream, archive structure and every namespace CRC, and
-    compare its sha256 and size with the object's metadata.
+    compare its sha256 and size with the object's metadata. `on_read` sees each chunk read (progress).
 
     Returns the VerifyReport (per-namespace document counts). Raises ArchiveError naming every problem
     found (sha256 or size mismatch, corrupt gzip data, CRC mismatch of a namespace, truncation),
@@ -40,7 +42,7 @@ def verify_backup(storage: Storage, name: str, *, cancel: threading.Event | None
     is set.
     """
     info = storage.backup_info(name)
-    reader = BlobReader(storage.read_backup(name, READ_CHUNK), cancel=cancel)
+    reader = BlobReader(storage.read_backup(name, READ_CHUNK), tee=on_read, cancel=cancel)
     summary: archive.ArchiveSummary | None = None
     archive_problem: str | None = None
     try:
