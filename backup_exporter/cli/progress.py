@@ -1,11 +1,12 @@
-"""The live progress line of `run-now` on a terminal (stderr), drawn with rich.
+"""The live progress lines of `run-now` and `verify` on a terminal (stderr), drawn with rich.
 
 Before the dump the work is estimated from the server's stats (mongo/estimate.py, in a thread, so a slow or
 unreachable server never delays the run); the line then shows the percentage of source bytes read, the
 documents and source bytes done of the estimate, the source throughput and an ETA. Without an estimate it
 says "estimate unavailable", and past it "beyond estimate", rather than a wrong percentage. Log lines are
 printed above the line (rich clears it, prints the line, draws it again), and it is cleared when the run
-ends. Nothing here runs when stderr is not a terminal.
+ends. `verify` shows the bytes read of the blob's recorded size the same way. Nothing here runs when stderr
+is not a terminal.
 """
 
 from __future__ import annotations
