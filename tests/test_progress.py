@@ -27,7 +27,7 @@ from backup_exporter import archive
 from backup_exporter.archive.counting import ArchiveCounter
 from backup_exporter.cli.progress import Snapshot, describe, describe_read, fraction_done
 from backup_exporter.mongo.estimate import NamespaceEstimate, WorkEstimate, estimate_work
-from tests.cli_helpers import base_env
+from tests.cli_helpers import FAKE_MONGODUMP, base_env
 
 GOLDEN_GZ = Path(__file__).parent / "data" / "mongodump-100.8.0-sample.archive.gz"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\r")
@@ -222,3 +222,14 @@ def test_on_a_terminal_verify_shows_its_progress_and_leaves_only_its_report(
     assert percentages and percentages[-1] == 100 and percentages == sorted(percentages), text
     assert "100%  done" in text
     assert not any("%" in line for line in screen_of(raw)), "the line is cleared at the end"
+
+
+def test_quiet_keeps_the_terminal_free_of_the_progress_line(tmp_path: Path) -> None:
+    (tmp_path / "store").mkdir()
+    env = base_env(MONGODB_URI="mongodb://127.0.0.1:1/", BACKUP_LOCAL_DIR=str(tmp_path / "store"),
+                   BACKUP_ENGINE="mongodump", BACKUP_MONGODUMP_PATH=FAKE_MONGODUMP, FAKE_MONGODUMP_MODE="ok")
+    code, raw, _ = run_on_terminal(["run-now", "--quiet"], env)
+    text = raw.decode(errors="replace")
+    assert code == 0, text
+    assert "docs" not in text and "%" not in text and "\x1b[" not in text
+    assert all(LOG_LINE.match(line) for line in screen_of(raw))
