@@ -170,9 +170,9 @@ def test_check_config_exits_78_with_one_line_per_error_and_no_traceback(tmp_path
 
 
 @pytest.mark.parametrize(("args", "code", "words"), [
-    (["frobnicate"], 64, "invalid choice: 'frobnicate'"),
+    (["frobnicate"], 64, "No such command 'frobnicate'"),
     ([], 64, "a command is required"),
-    (["run-now", "--bogus"], 64, "unrecognized arguments: --bogus"),
+    (["run-now", "--bogus"], 64, "No such option '--bogus'"),
     (["check-config", "--config", "/nonexistent/backup.yml"], 78, "cannot read configuration file"),
 ])
 def test_bad_command_lines_get_one_clear_line(args: list[str], code: int, words: str) -> None:

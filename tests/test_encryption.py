@@ -323,7 +323,7 @@ def test_recipients_come_from_a_file_and_from_the_environment(tmp_path: Path) ->
     encrypted = config.from_environment(env).plan(None).encryption
     assert encrypted is not None
     assert encrypted.recipients == (first.public, second.public) and encrypted.identity_file == first.path
-    with pytest.raises(ConfigError, match="BACKUP_AGE_RECIPIENTS: .age1broken. is not an age X25519 recipient"):
+    with pytest.raises(ConfigError, match=r"BACKUP_AGE_RECIPIENTS: .age1broken. is not an age X25519 recipient"):
         config.from_environment({**env, "BACKUP_AGE_RECIPIENTS": f"{first.public},age1broken"})
 
 

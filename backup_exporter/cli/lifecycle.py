@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -11,11 +10,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import click
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 from pyrage import x25519
 
 from backup_exporter.archive.encryption import load_identities
+from backup_exporter.cli.format import human_bytes
+from backup_exporter.cli.options import CONTEXT_SETTINGS, with_config
+from backup_exporter.cli.progress import ReadProgressLine
+from backup_exporter.cli.status import selected_plans
 from backup_exporter.config import Config, PlanConfig
 from backup_exporter.core.cancel import CancelToken
 from backup_exporter.core.errors import BackupError, ExitCode, UsageError
@@ -27,28 +31,22 @@ from backup_exporter.operations.housekeeping import prune_plan
 from backup_exporter.storage.base import Storage
 from backup_exporter.storage.factory import open_storage
 
-
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
+# `NAME | --latest [--plan P]`, shared by verify and restore.
+_BACKUP_ARGUMENT = click.argument("backup", required=False, metavar="[NAME]")
+_LATEST_OPTION = click.option("--latest", is_flag=True, help="the plan's newest backup")
+_PLAN_OPTION = click.option("--plan", metavar="NAME", help="plan of --latest (needed when several are configured)")
 
 
-def _plans(cfg: Config, name: str | None) -> list[PlanConfig]:
-    return [cfg.plan(name)] if name else list(cfg.plans.values())
-
-
-def _resolve(storage: Storage, cfg: Config, args: argparse.Namespace) -> tuple[PlanConfig | None, str]:
+def _resolve(storage: Storage, cfg: Config, backup: str | None, latest: bool,
+             plan_name: str | None) -> tuple[PlanConfig | None, str]:
     """Return (plan, backup name) for `NAME` or `--latest [--plan P]`. Raises UsageError / BackupError."""
-    if bool(args.backup) == bool(args.latest):
+    if bool(backup) == bool(latest):
         raise UsageError("give either a backup name (see 'backupctl list') or --latest")
-    if args.backup:
+    if backup:
         plan = next((p for p in cfg.plans.values()
-                     if args.backup.startswith(plan_prefix(p.prefix, p.name) + "/")), None)
-        return plan, args.backup
-    plan = cfg.plan(args.plan)
+                     if backup.startswith(plan_prefix(p.prefix, p.name) + "/")), None)
+        return plan, backup
+    plan = cfg.plan(plan_name)
     listed = listing.list_backups(storage, plan.prefix, plan.name, plan.retention, datetime.now(UTC))
     if not listed:
         raise BackupError(f"plan '{plan.name}' has no backup in {storage.describe()}/"
@@ -56,20 +54,40 @@ def _resolve(storage: Storage, cfg: Config, args: argparse.Namespace) -> tuple[P
     return plan, listed[0].name
 
 
-def cmd_list(args: argparse.Namespace, cfg: Config) -> int:
+def _identities(identity_file: str | None, plan: PlanConfig | None) -> list[x25519.Identity] | None:
+    """Return the age identities from --identity-file, else the plan's identity_file, else the environment
+    ($BACKUP_AGE_IDENTITY_FILE, $BACKUP_AGE_IDENTITY); None when there is none. Raises ConfigError."""
+    given = Path(identity_file) if identity_file else None
+    if given is None and plan is not None and plan.encryption is not None:
+        given = plan.encryption.identity_file
+    return load_identities(given, os.environ)
+
+
+_IDENTITY_OPTION = click.option(
+    "--identity-file", metavar="PATH", help="age identity (private key) file for an encrypted backup [default: "
+    "the plan's identity_file, $BACKUP_AGE_IDENTITY_FILE, $BACKUP_AGE_IDENTITY]")
+
+
+@click.command("list", context_settings=CONTEXT_SETTINGS, short_help="backups in storage, newest first",
+               help="Backups in storage, newest first, with time, size, sha256, engine, and whether retention "
+                    "keeps them.")
+@click.option("--plan", metavar="NAME", help="only this plan [default: every plan]")
+@click.option("--json", "as_json", is_flag=True, help="JSON instead of a table")
+@with_config
+def list_backups(cfg: Config, plan: str | None, as_json: bool) -> int:
     storage = open_storage(cfg.storage)
     rows: list[dict[str, Any]] = []
     try:
         now = datetime.now(UTC)
-        for plan in _plans(cfg, args.plan):
-            for b in listing.list_backups(storage, plan.prefix, plan.name, plan.retention, now):
-                rows.append({"plan": plan.name, "name": b.name, "time": b.time.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        for p in selected_plans(cfg, plan):
+            for b in listing.list_backups(storage, p.prefix, p.name, p.retention, now):
+                rows.append({"plan": p.name, "name": b.name, "time": b.time.strftime("%Y-%m-%dT%H:%M:%SZ"),
                              "size": b.size, "sha256": b.sha256, "engine": b.engine, "keep": b.keep,
                              "reasons": b.reasons, "encrypted": "age" if b.encrypted else None,
                              "recipients": b.recipients})
     finally:
         storage.close()
-    if args.json:
+    if as_json:
         print(json.dumps(rows, indent=2))
         return 0
     if not rows:
@@ -80,36 +98,46 @@ def cmd_list(args: argparse.Namespace, cfg: Config) -> int:
         # Encrypted backups show "age:" and the first 8 digits of each recipient's fingerprint.
         enc = ("age:" + ",".join(f[:8] for f in r["recipients"]) if r["recipients"] else "age") \
             if r["encrypted"] else "-"
-        print(f"{r['time']:21} {_human(r['size']):>10} {r['engine'] or '-':9} {'yes' if r['keep'] else 'no':5} "
+        print(f"{r['time']:21} {human_bytes(r['size']):>10} {r['engine'] or '-':9} {'yes' if r['keep'] else 'no':5} "
               f"{(r['sha256'] or '-')[:12]:14} {enc:22} {r['name']}")
     return 0
 
 
-def _identities(args: argparse.Namespace, plan: PlanConfig | None) -> list[x25519.Identity] | None:
-    """Return the age identities from --identity-file, else the plan's identity_file, else the environment
-    ($BACKUP_AGE_IDENTITY_FILE, $BACKUP_AGE_IDENTITY); None when there is none. Raises ConfigError."""
-    given = Path(args.identity_file) if getattr(args, "identity_file", None) else None
-    if given is None and plan is not None and plan.encryption is not None:
-        given = plan.encryption.identity_file
-    return load_identities(given, os.environ)
-
-
-def cmd_verify(args: argparse.Namespace, cfg: Config) -> int:
+@click.command("verify", context_settings=CONTEXT_SETTINGS,
+               short_help="check a backup's checksum and archive structure",
+               help="Stream backup NAME (as shown by 'list') or the plan's --latest, check its sha256 and size "
+                    "against its metadata and walk the archive; print document counts per collection.")
+@_BACKUP_ARGUMENT
+@_LATEST_OPTION
+@_PLAN_OPTION
+@click.option("--quiet", is_flag=True, help="no progress line on a terminal")
+@click.option("--deep", is_flag=True, help="an encrypted backup: decrypt it with the age identity and check the "
+              "archive inside too (without: the stored bytes' sha256 and size only)")
+@_IDENTITY_OPTION
+@with_config
+def verify_backup(cfg: Config, backup: str | None, latest: bool, plan: str | None, quiet: bool, deep: bool,
+                  identity_file: str | None) -> int:
     storage = open_storage(cfg.storage)
     cancel = CancelToken()
-    deep = bool(args.deep or args.identity_file)
+    deep = deep or bool(identity_file)  # an identity given means: look inside
     try:
-        plan, name = _resolve(storage, cfg, args)
-        identities = _identities(args, plan) if deep else None
-        report = verify.verify_backup(storage, name, deep=deep, identities=identities, cancel=cancel)
+        plan_config, name = _resolve(storage, cfg, backup, latest, plan)
+        identities = _identities(identity_file, plan_config) if deep else None
+        if sys.stderr.isatty() and not quiet:
+            with ReadProgressLine(storage.stat(name).size) as line:
+                report = verify.verify_backup(storage, name, deep=deep, identities=identities, cancel=cancel,
+                                              on_read=line.add)
+                line.finish()
+        else:
+            report = verify.verify_backup(storage, name, deep=deep, identities=identities, cancel=cancel)
     finally:
         storage.close()
     if not report.contents_checked:
-        print(f"{report.name}: OK (stored bytes only: {_human(report.size)}, sha256 {report.sha256} match the "
+        print(f"{report.name}: OK (stored bytes only: {human_bytes(report.size)}, sha256 {report.sha256} match the "
               f"metadata; encrypted with age for {', '.join(report.recipients) or 'unrecorded keys'}; the archive "
               f"inside was not read: 'verify --deep' with the identity decrypts it and checks every CRC)")
         return 0
-    print(f"{report.name}: OK ({_human(report.size)}, sha256 {report.sha256}"
+    print(f"{report.name}: OK ({human_bytes(report.size)}, sha256 {report.sha256}"
           f"{'' if report.sha256_checked else ' (no sha256 in metadata to compare)'}, engine {report.engine}, "
           f"{report.tool_version}, server {report.server_version}"
           f"{', decrypted: every CRC checked' if report.encrypted else ''})")
@@ -160,31 +188,53 @@ def _confirm(question: str) -> bool:
     return answer.strip().lower() in ("y", "yes")
 
 
-def cmd_restore(args: argparse.Namespace, cfg: Config) -> int:
-    uri = target_uri(args.to)
-    if len(args.ns_from) != len(args.ns_to):
+@click.command("restore", context_settings=CONTEXT_SETTINGS, short_help="restore a backup into a MongoDB",
+               help="Stream backup NAME (or the plan's --latest) into the MongoDB at --to, with mongorestore "
+                    "or the native restorer.")
+@_BACKUP_ARGUMENT
+@_LATEST_OPTION
+@_PLAN_OPTION
+@click.option("--to", metavar="URI", help="target MongoDB: a URI without password, or env:VAR to read the URI "
+              "(with its password) from an environment variable")
+@click.option("--ns-include", multiple=True, metavar="PATTERN", help="restore only matching namespaces (repeatable)")
+@click.option("--ns-from", multiple=True, metavar="PATTERN", help="rename: source pattern (repeatable, pairs "
+              "with --ns-to)")
+@click.option("--ns-to", multiple=True, metavar="PATTERN", help="rename: target pattern")
+@click.option("--drop", is_flag=True, help="drop each collection before restoring it")
+@click.option("--dry-run", is_flag=True, help="show what would be restored, write nothing")
+@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+@click.option("--check", is_flag=True, help="restore drill: compare document counts afterwards")
+@click.option("--engine", type=click.Choice(["auto", "mongorestore", "native"]), default="auto",
+              help="auto: mongorestore when on PATH, else native")
+@_IDENTITY_OPTION
+@with_config
+def restore_backup(cfg: Config, backup: str | None, latest: bool, plan: str | None, to: str | None,
+                   ns_include: tuple[str, ...], ns_from: tuple[str, ...], ns_to: tuple[str, ...], drop: bool,
+                   dry_run: bool, yes: bool, check: bool, engine: str, identity_file: str | None) -> int:
+    uri = target_uri(to)
+    if len(ns_from) != len(ns_to):
         raise UsageError("--ns-from and --ns-to pair up: give each the same number of times")
     storage = open_storage(cfg.storage)
     cancel = CancelToken()
     try:
-        plan_config, name = _resolve(storage, cfg, args)
-        identities = _identities(args, plan_config)
-        binary = shutil.which("mongorestore") if args.engine in ("auto", "mongorestore") else None
-        if args.engine == "mongorestore" and not binary:
+        plan_config, name = _resolve(storage, cfg, backup, latest, plan)
+        identities = _identities(identity_file, plan_config)
+        binary = shutil.which("mongorestore") if engine in ("auto", "mongorestore") else None
+        if engine == "mongorestore" and not binary:
             raise UsageError("--engine mongorestore: mongorestore is not on PATH")
-        if not args.dry_run and not args.yes:
+        if not dry_run and not yes:
             # The archive's prelude names every namespace: no need to read the whole backup to ask.
-            targets = restoring.restore_targets(storage, name, ns_include=args.ns_include,
-                                                ns_from=args.ns_from, ns_to=args.ns_to, identities=identities)
+            targets = restoring.restore_targets(storage, name, ns_include=ns_include, ns_from=ns_from,
+                                                ns_to=ns_to, identities=identities)
             busy = _non_empty_targets(uri, targets)
-            if args.drop or busy:
-                what = (f"drop and replace {len(targets)} collection(s)" if args.drop else
+            if drop or busy:
+                what = (f"drop and replace {len(targets)} collection(s)" if drop else
                         f"restore into {len(busy)} non-empty collection(s) ({', '.join(busy[:3])}...)")
                 if not _confirm(f"This will {what} at {mask_uri(uri)}. Continue?"):
                     raise UsageError(f"refusing to {what} without confirmation: pass --yes")
-        report = restoring.restore(storage, name, target_uri=uri, ns_include=args.ns_include, ns_from=args.ns_from,
-                                   ns_to=args.ns_to, drop=args.drop, dry_run=args.dry_run, mongorestore=binary,
-                                   check=args.check, identities=identities, cancel=cancel)
+        report = restoring.restore(storage, name, target_uri=uri, ns_include=ns_include, ns_from=ns_from,
+                                   ns_to=ns_to, drop=drop, dry_run=dry_run, mongorestore=binary, check=check,
+                                   identities=identities, cancel=cancel)
     finally:
         storage.close()
     print(report.summary())
@@ -198,21 +248,27 @@ def cmd_restore(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
-def cmd_prune(args: argparse.Namespace, cfg: Config) -> int:
+@click.command("prune", context_settings=CONTEXT_SETTINGS, short_help="apply the retention policy",
+               help="Apply each plan's retention policy now, printing what it keeps and deletes and why.")
+@click.option("--plan", metavar="NAME", help="only this plan [default: every plan]")
+@click.option("--dry-run", is_flag=True, help="show what would be deleted, delete nothing")
+@with_config
+def prune(cfg: Config, plan: str | None, dry_run: bool) -> int:
     storage = open_storage(cfg.storage)
     try:
-        for plan in _plans(cfg, args.plan):
-            if plan.retention.is_empty:
-                print(f"plan {plan.name}: no retention policy: everything is kept")
+        for p in selected_plans(cfg, plan):
+            if p.retention.is_empty:
+                print(f"plan {p.name}: no retention policy: everything is kept")
                 continue
-            report = prune_plan(storage, plan, None, dry_run=args.dry_run)
-            verb = "would delete" if args.dry_run else "deleted"
-            print(f"plan {plan.name} ({plan.retention.describe()}): keep {len(report.kept)} "
-                  f"({_human(report.kept_bytes)}), {verb} {len(report.deleted)} ({_human(report.deleted_bytes)})")
+            report = prune_plan(storage, p, None, dry_run=dry_run)
+            verb = "would delete" if dry_run else "deleted"
+            print(f"plan {p.name} ({p.retention.describe()}): keep {len(report.kept)} "
+                  f"({human_bytes(report.kept_bytes)}), {verb} {len(report.deleted)} "
+                  f"({human_bytes(report.deleted_bytes)})")
             for b in report.kept:
                 print(f"  keep    {b.name}  ({', '.join(b.reasons)})")
             for b in report.deleted:
-                print(f"  {'would delete' if args.dry_run else 'delete':7} {b.name}  ({', '.join(b.reasons)})")
+                print(f"  {'would delete' if dry_run else 'delete':7} {b.name}  ({', '.join(b.reasons)})")
     finally:
         storage.close()
     return 0

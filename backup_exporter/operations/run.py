@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from backup_exporter import __version__
+from backup_exporter.archive.counting import ArchiveCounter
 from backup_exporter.archive.encryption import EncryptingWriter
 from backup_exporter.config import PlanConfig
 from backup_exporter.core import naming, status
@@ -37,6 +38,7 @@ from backup_exporter.core.plan_state import PlanStates
 from backup_exporter.engines.base import DumpInfo, Engine, Sink
 from backup_exporter.engines.mongodump import MongodumpEngine
 from backup_exporter.engines.process import NativeProcessEngine
+from backup_exporter.mongo.estimate import WorkEstimate
 from backup_exporter.repository import records
 from backup_exporter.repository.metadata import backup_metadata
 from backup_exporter.storage.base import Storage, Upload
@@ -53,6 +55,8 @@ class Progress:
     started: float = field(default_factory=time.time)
     dumped: int = 0
     upload: Upload | None = None
+    archive: ArchiveCounter = field(default_factory=ArchiveCounter)  # documents and source bytes so far
+    estimate: WorkEstimate | None = None  # the expected work, when the caller estimated it
 
     @property
     def uploaded(self) -> int:
@@ -111,6 +115,7 @@ class ArchiveSink:
                 out = self._inflate.decompress(data, 1 << 20)
                 data = self._inflate.unconsumed_tail
                 if out:
+                    self.progress.archive.feed(out)
                     if len(self._head) < 4:
                         self._head += out[: 4 - len(self._head)]
                     self._tail = (self._tail + out)[-4:]

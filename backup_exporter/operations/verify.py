@@ -4,7 +4,7 @@ sha256 and size recorded at commit; an encrypted backup without its key (or --de
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from pyrage import x25519
@@ -47,9 +47,11 @@ class VerifyReport:
 
 def verify_backup(storage: Storage, name: str, *, deep: bool = False,
                   identities: Sequence[x25519.Identity] | None = None,
-                  cancel: threading.Event | None = None) -> VerifyReport:
+                  cancel: threading.Event | None = None,
+                  on_read: Callable[[bytes], None] | None = None) -> VerifyReport:
     """Stream backup `name` once: compare its sha256 and size with the object's metadata, and check its
-    gzip stream, archive structure and every namespace CRC.
+    gzip stream, archive structure and every namespace CRC. `on_read` sees
+    each chunk read (progress).
 
     An encrypted backup is only hashed (no key needed: the metadata describes the encrypted bytes) unless
     `deep`, which decrypts it with `identities` and checks the archive inside too (and the decrypted
@@ -64,8 +66,8 @@ def verify_backup(storage: Storage, name: str, *, deep: bool = False,
     info = storage.stat(name)
     encrypted = is_encrypted(info)
     if encrypted and not deep:
-        return _verify_stored_bytes(storage, info, cancel)
-    opened = open_backup(storage, info, identities, cancel=cancel)
+        return _verify_stored_bytes(storage, info, cancel, on_read)
+    opened = open_backup(storage, info, identities, tee=on_read, cancel=cancel)
     summary: archive.ArchiveSummary | None = None
     archive_problem: str | None = None
     try:
@@ -91,10 +93,11 @@ def verify_backup(storage: Storage, name: str, *, deep: bool = False,
         encrypted=encrypted, recipients=recipients_of(info), contents_checked=True)
 
 
-def _verify_stored_bytes(storage: Storage, info: ObjectInfo, cancel: threading.Event | None) -> VerifyReport:
+def _verify_stored_bytes(storage: Storage, info: ObjectInfo, cancel: threading.Event | None,
+                         on_read: Callable[[bytes], None] | None) -> VerifyReport:
     """Hash an encrypted backup without decrypting it: sha256 and size against the metadata, and the age
     header at its start. Raises ArchiveError naming every problem."""
-    reader = BlobReader(storage.read(info.name, READ_CHUNK), cancel=cancel)
+    reader = BlobReader(storage.read(info.name, READ_CHUNK), tee=on_read, cancel=cancel)
     try:
         head = reader.read(len(encryption.AGE_MAGIC))
         reader.drain()

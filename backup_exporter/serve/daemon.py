@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import errno
 import logging
 import signal
@@ -134,14 +133,14 @@ class Daemon:
         self.scheduler.shutdown(self.cfg.server.grace_period_seconds, signum)
 
 
-def cmd_daemon(args: argparse.Namespace, cfg: Config) -> int:
-    """Run until SIGTERM/SIGINT; return 0 after a clean shutdown."""
+def cmd_daemon(cfg: Config, listen: str | None = None) -> int:
+    """Run until SIGTERM/SIGINT, on `listen` (HOST:PORT) if given; return 0 after a clean shutdown."""
     # *_created samples double the series count and no rule or panel uses them.
     disable_created_metrics()  # type: ignore[no-untyped-call]
     host, port = cfg.server.listen_host, cfg.server.listen_port
-    if args.listen:
+    if listen:
         try:
-            host, port = parse_listen(args.listen)
+            host, port = parse_listen(listen)
         except ValueError as exc:
             raise UsageError(f"--listen: {exc}") from None
     storage = open_storage(cfg.storage)
@@ -149,7 +148,7 @@ def cmd_daemon(args: argparse.Namespace, cfg: Config) -> int:
     try:
         server = MetricsServer(host, port, daemon)
     except OSError as exc:
-        raise listen_error(host, port, exc, "--listen" if args.listen else "server.listen") from None
+        raise listen_error(host, port, exc, "--listen" if listen else "server.listen") from None
     stop = threading.Event()
     received: list[int] = []
 

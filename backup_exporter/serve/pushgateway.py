@@ -21,15 +21,12 @@ caller returns the run's own exit code whenever that is non-zero.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import logging
-import re
 import socket
 import ssl
 import sys
 import urllib.error
-import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -40,7 +37,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from backup_exporter.config import PlanConfig, PushConfig
 from backup_exporter.core import naming, status
-from backup_exporter.core.errors import BackupError, ExitCode, PushFailed, UsageError
+from backup_exporter.core.errors import BackupError, ExitCode, PushFailed
 from backup_exporter.core.plan_state import PlanStates
 from backup_exporter.core.redact import redact
 from backup_exporter.operations.run import RunOutcome
@@ -63,78 +60,8 @@ NOT_PUSHED = ("backup_next_run_timestamp_seconds", "backup_in_progress", "backup
               "backup_last_restore_check_success")
 # Labels backupctl sets itself.
 RESERVED_LABELS = ("job", "plan", "instance")
-_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 Handler = Callable[[str, str, float | None, list[tuple[str, str]], bytes], Callable[[], None]]
-
-
-# --- settings ---------------------------------------------------------------------------------------------
-
-def push_config_from_args(args: argparse.Namespace, base: PushConfig) -> PushConfig:
-    """Return the push settings: command-line flags over the configuration (file or environment).
-
-    Raises UsageError for malformed settings, before any backup starts. Files (CA bundle, client
-    certificate) are read at push time, so a missing one fails the push (exit 76), not the backup.
-    """
-    grouping = dict(base.grouping_key)
-    for item in getattr(args, "grouping_key", None) or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--grouping-key '{item}' is not KEY=VALUE")
-        grouping[key.strip()] = value
-    for key in grouping:
-        if key in RESERVED_LABELS:
-            raise UsageError(f"grouping key '{key}' is set by backupctl (use --job for the job label; the plan "
-                             "label is the plan's name)")
-        if not _LABEL_NAME.match(key) or key.startswith("__"):
-            raise UsageError(f"grouping key '{key}' is not a valid Prometheus label name")
-    password = base.password
-    if getattr(args, "push_password_file", None):
-        try:
-            password = Path(args.push_password_file).read_text().rstrip("\r\n")
-        except OSError as exc:
-            raise UsageError(f"--push-password-file {args.push_password_file}: {exc.strerror or exc}") from None
-    timeout = getattr(args, "push_timeout", None)
-    cfg = base.model_copy(update=dict(
-        url=getattr(args, "pushgateway", None) or base.url,
-        job=getattr(args, "job", None) or base.job,
-        grouping_key=grouping,
-        username=getattr(args, "push_username", None) or base.username,
-        password=password,
-        ca_file=getattr(args, "push_ca_file", None) or base.ca_file,
-        cert_file=getattr(args, "push_cert_file", None) or base.cert_file,
-        key_file=getattr(args, "push_key_file", None) or base.key_file,
-        timeout_seconds=base.timeout_seconds if timeout is None else timeout,
-        textfile=getattr(args, "textfile", None) or base.textfile,
-    ))
-    if not cfg.job:
-        raise UsageError("--job must not be empty")
-    if not cfg.timeout_seconds > 0:
-        raise UsageError(f"--push-timeout {cfg.timeout_seconds:g} must be more than 0 seconds")
-    if bool(cfg.cert_file) != bool(cfg.key_file):
-        raise UsageError("--push-cert-file and --push-key-file go together")
-    if cfg.url:
-        cfg = _credentials_from_url(cfg)
-    return cfg
-
-
-def _credentials_from_url(cfg: PushConfig) -> PushConfig:
-    """Check the URL; move 'user:password@' out of it into the basic-auth settings (flags win)."""
-    assert cfg.url is not None
-    try:
-        parts = urllib.parse.urlsplit(cfg.url)
-        parts.port  # noqa: B018 - raises ValueError for a bad port
-    except ValueError:
-        raise UsageError(f"--pushgateway '{_safe_url(cfg.url)}' is not a valid URL") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageError(f"--pushgateway '{_safe_url(cfg.url)}' is not an http(s) URL")
-    if parts.username is None and parts.password is None:
-        return cfg
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    return cfg.model_copy(update=dict(
-        url=urllib.parse.urlunsplit(parts._replace(netloc=netloc)),
-        username=cfg.username if cfg.username is not None else urllib.parse.unquote(parts.username or ""),
-        password=cfg.password if cfg.password is not None else urllib.parse.unquote(parts.password or "")))
 
 
 # --- metrics ----------------------------------------------------------------------------------------------
@@ -174,7 +101,7 @@ def push(cfg: PushConfig, plan: PlanConfig, registry: CollectorRegistry) -> None
     """Push-add the registry under job + plan (+ extra grouping keys). Raises PushFailed (no secrets)."""
     assert cfg.url is not None
     grouping = {**cfg.grouping_key, "plan": plan.name}
-    where = f"Pushgateway {_safe_url(cfg.url)}"
+    where = f"Pushgateway {safe_url(cfg.url)}"
     try:
         pushadd_to_gateway(cfg.url, job=cfg.job, registry=registry, grouping_key=grouping,
                            timeout=cfg.timeout_seconds, handler=_handler(cfg))
@@ -190,7 +117,7 @@ def _handler(cfg: PushConfig) -> Handler:
         context = _ssl_context(cfg)
     except (OSError, ssl.SSLError) as exc:
         files = ", ".join(f for f in (cfg.ca_file, cfg.cert_file, cfg.key_file) if f)
-        raise PushFailed(f"push to Pushgateway {_safe_url(cfg.url or '')} failed: cannot load the TLS files "
+        raise PushFailed(f"push to Pushgateway {safe_url(cfg.url or '')} failed: cannot load the TLS files "
                          f"({files}): {getattr(exc, 'strerror', None) or exc}") from None
     handlers: list[urllib.request.BaseHandler] = []
     if context is not None:
@@ -276,7 +203,7 @@ def _hide(text: str, cfg: PushConfig) -> str:
     return redact(text, [cfg.password] if cfg.password else [])
 
 
-def _safe_url(url: str) -> str:
+def safe_url(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     if not sep:
         return url.rsplit("@", 1)[-1]
@@ -370,7 +297,7 @@ def _targets(cfg: PushConfig, plan: PlanConfig, outcome: RunOutcome,
         def do_push() -> None:
             push(cfg, plan, build_registry(plan, outcome, stored))
 
-        targets.append((f"Pushgateway {_safe_url(url)} ({labels})", do_push))
+        targets.append((f"Pushgateway {safe_url(url)} ({labels})", do_push))
     if cfg.textfile:
         path = cfg.textfile
 
