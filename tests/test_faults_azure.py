@@ -131,7 +131,7 @@ def test_storage_stalled_mid_upload_ends_the_run_at_its_timeout_and_commits_noth
     proxy.stall_after(3 << 20)
     code, err, elapsed = _run(config, env)
     assert code == 124, err
-    assert elapsed < 40 + 30, f"the run took {elapsed:.0f} s for a 40 s timeout"
+    assert elapsed < 40 + 45, f"the run took {elapsed:.0f} s for a 40 s timeout:\n{err}"
     assert "timeout" in err
     proxy.clear()
     assert _archives(azure_connection_string, container) == [first]

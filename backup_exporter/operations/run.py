@@ -226,19 +226,31 @@ def _locked_run(plan: PlanConfig, storage: Storage, state: PlanStates | None, ca
     encrypting: EncryptingWriter | None = None
     info: DumpInfo | None = None
     timer: threading.Timer | None = None
+    aborts: list[Callable[[], None]] = []  # what the timeout calls to unblock a run stuck on storage
     if plan.timeout_seconds is not None:
-        timer = threading.Timer(plan.timeout_seconds, cancel.expire, args=(plan.timeout_seconds,))
+        timeout = plan.timeout_seconds
+
+        def expire() -> None:
+            cancel.expire(timeout)
+            # A dump that waits on a storage that stopped answering sits in a write or the commit: only
+            # aborting the upload ends that wait, so the run ends at its bound, not at the SDK's.
+            for abort in aborts:
+                abort()
+
+        timer = threading.Timer(timeout, expire)
         timer.daemon = True
         timer.start()
     try:
         if cancel.is_set():
             raise cancel.error()
         upload = storage.start_upload(name)
+        aborts.append(upload.abort)
         progress.upload = upload
         on_bytes = (lambda n: state.add_uploaded(plan.name, n)) if state is not None else None
         if plan.encryption is not None:
             # Checked and counted below as the plain gzip archive; only its age encryption reaches storage.
             encrypting = EncryptingWriter(upload, plan.encryption.recipients)
+            aborts.append(encrypting.abort)  # after the upload's: its thread may wait on the upload
         sink = ArchiveSink(encrypting or upload, progress, on_bytes)
         try:
             info = engine.dump(sink, cancel)
@@ -267,13 +279,20 @@ def _locked_run(plan: PlanConfig, storage: Storage, state: PlanStates | None, ca
         if upload is not None:
             upload.abort()
         error = exc if isinstance(exc, BackupError) else None
+        if error is not None and cancel.timed_out_after is not None and not isinstance(error, Interrupted):
+            error = cancel.error()  # what the timeout's abort caused is not the story: the timeout is
         if error is None:
             log.exception("unexpected error during backup")
             error = BackupError(f"internal error: {type(exc).__name__}: {exc}", ExitCode.SOFTWARE)
         result = status.INTERRUPTED if isinstance(error, Interrupted) else status.FAILURE
         outcome = RunOutcome(plan.name, result, error.exit_code, error.message, started, clock().timestamp(),
                              engine=engine.name)
-        _record(storage, status_key, plan.name, outcome, state, log)
+        if cancel.timed_out_after is not None:
+            # Past its bound, the run may not wait for a storage that stopped answering to take its record.
+            _within(RECORD_AFTER_TIMEOUT_SECONDS, lambda: _record(storage, status_key, plan.name, outcome, state, log),
+                    log, "recording the timed-out run")
+        else:
+            _record(storage, status_key, plan.name, outcome, state, log)
         event(log, logging.ERROR, result, "backup %s (exit %d): %s",
               "interrupted" if result == status.INTERRUPTED else "failed", error.exit_code, error.message,
               exit_code=error.exit_code)
@@ -315,6 +334,21 @@ def _name_time(storage: Storage, status_key: str, plan: str, started_at: datetim
     if newest is not None and started_at.replace(microsecond=0) <= newest:
         return newest + timedelta(seconds=1)
     return started_at
+
+
+# How long a run past its timeout may still spend recording its failure (the record is then written late, or
+# never, and the log says so).
+RECORD_AFTER_TIMEOUT_SECONDS = 10.0
+
+
+def _within(seconds: float, work: Callable[[], None], log: logging.LoggerAdapter[logging.Logger], what: str) -> None:
+    """Run `work` in a daemon thread and wait at most `seconds` for it."""
+    thread = threading.Thread(target=work, name="bounded", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        event(log, logging.ERROR, "status_failed", "%s took longer than %g s: storage is not answering; the "
+              "status record may show this run late or not at all", what, seconds)
 
 
 def _record_start(storage: Storage, key: str, plan: str, running: status.Running,

@@ -31,6 +31,10 @@ RETRIES = 1
 UPLOAD_RETRIES = 3
 # Releasing a lease is not retried: an unreleased lease expires by itself within its period.
 RELEASE_RETRIES = 0
+# A service that answers 500/503 (throttling, ServerBusy) answers at once: such answers are retried at least
+# this often whatever the request's budget, which bounds timeouts and resets only. 2.5+4.5+8.5+16.5 s of
+# backoff at most.
+STATUS_RETRIES = 4
 _BACKOFF_INITIAL = 0.5
 _BACKOFF_BASE = 2
 _BACKOFF_JITTER = 1
@@ -49,7 +53,8 @@ class LoggedRetry(ExponentialRetry):
     The SDK counts connection errors, read errors (timeouts, resets) and retryable HTTP statuses apart,
     each with its own default of 3, whatever retry_total says; a per-request retry_total then did not
     raise the read budget. Here a request's retry_total (the policy's, or the one a call passes) is also
-    its connect, read and status budget, so the bound of a request is worst_case_seconds(retry_total).
+    its connect and read budget, so the bound of a request whose endpoint stops answering is
+    worst_case_seconds(retry_total); error statuses, answered at once, get at least STATUS_RETRIES.
     """
 
     def __init__(self, retries: int) -> None:
@@ -65,7 +70,8 @@ class LoggedRetry(ExponentialRetry):
         override = request.context.options.get("retry_total")
         settings: dict[str, Any] = super().configure_retries(request)
         budget = self.total_retries if override is None else override
-        settings["connect"] = settings["read"] = settings["status"] = settings["total"] = budget
+        settings["connect"] = settings["read"] = budget
+        settings["status"] = settings["total"] = max(budget, STATUS_RETRIES)
         settings["budget"] = budget
         return settings
 
@@ -73,10 +79,13 @@ class LoggedRetry(ExponentialRetry):
                   error: Any = None) -> bool:
         again: bool = super().increment(settings, request, response=response, error=error)
         if again:
+            budget = settings.get("budget", self.total_retries)
             if error is not None:
                 reason = "timed out" if "timed out" in str(error).lower() else type(error).__name__
+                settings["of"] = budget
             else:
                 reason = f"HTTP {getattr(response, 'status_code', '?')}"
+                settings["of"] = max(budget, STATUS_RETRIES)
             # The path names the blob; the query (SAS token, block id) is left out.
             path = urllib.parse.urlsplit(str(getattr(request, "url", ""))).path
             settings["what"] = f"{getattr(request, 'method', '?')} {path}: {reason}"
@@ -85,7 +94,7 @@ class LoggedRetry(ExponentialRetry):
     def sleep(self, settings: dict[str, Any], transport: Any) -> None:
         backoff = self.get_backoff_time(settings)
         log.warning("Azure Blob %s; retry %d of %d in %.1f s", settings.get("what", "request failed"),
-                    settings["count"], settings.get("budget", self.total_retries), backoff)
+                    settings["count"], settings.get("of", self.total_retries), backoff)
         if backoff > 0:
             transport.sleep(backoff)
 

@@ -8,10 +8,11 @@ aborted or crashed upload leaves nothing behind that a user could see.
 from __future__ import annotations
 
 import logging
+import queue
 import re
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import wait as wait_futures
 
 from azure.core import MatchConditions
@@ -31,6 +32,45 @@ ARCHIVE_CONTENT_TYPE = "application/gzip"
 # Azure metadata names must be valid C# identifiers; values travel as HTTP header values (ASCII).
 _METADATA_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _METADATA_VALUE = re.compile(r"^[\x20-\x7e]*$")
+
+
+class _StagingPool:
+    """Worker threads that stage blocks. Hand-written instead of ThreadPoolExecutor because its threads
+    are joined at interpreter exit: an upload abandoned on a stalled storage (a run past its timeout)
+    would keep `backupctl run-now` from exiting until every request in flight had timed out. These are
+    daemon threads; abandoning them is safe because staged blocks are never visible."""
+
+    def __init__(self, workers: int, name: str) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Future[None], Callable[[], None]] | None] = queue.SimpleQueue()
+        self._workers = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
+                         for i in range(workers)]
+        for worker in self._workers:
+            worker.start()
+
+    def submit(self, job: Callable[[], None]) -> Future[None]:
+        future: Future[None] = Future()
+        self._jobs.put((future, job))
+        return future
+
+    def _work(self) -> None:
+        while (item := self._jobs.get()) is not None:
+            future, job = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                job()
+            except BaseException as exc:
+                future.set_exception(exc)
+            else:
+                future.set_result(None)
+
+    def shutdown(self, wait: bool) -> None:
+        """Stop the workers once the jobs queued so far are done (or skipped); wait for them if `wait`."""
+        for _ in self._workers:
+            self._jobs.put(None)
+        if wait:
+            for worker in self._workers:
+                worker.join()
 
 
 def validate_metadata(metadata: dict[str, str]) -> dict[str, str]:
@@ -71,7 +111,7 @@ class AzureUpload:
         self._lease_problem = lease_problem
         self._base = block_size
         self._cap = max(block_cap, block_size)
-        self._executor = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="azure-stage")
+        self._executor = _StagingPool(max_concurrency, "azure-stage")
         self._concurrency = max_concurrency
         self._slots = threading.BoundedSemaphore(max_concurrency)
         self._futures: list[Future[None]] = []
@@ -121,7 +161,10 @@ class AzureUpload:
                 block = bytes(self._buffer)
                 self._buffer = bytearray()
                 self._submit(block)
-            wait_futures(self._futures)
+            # Woken now and then, so that an abort from another thread (a run past its timeout) ends the wait.
+            while wait_futures(self._futures, timeout=0.5).not_done:
+                if self._stopping.is_set():
+                    raise StorageError(f"upload of {self._name} was aborted")
             self._raise_if_failed()
             self._raise_if_lock_lost()
             blocks = [BlobBlock(block_id=block_id(i)) for i in range(self._blocks)]
@@ -143,18 +186,19 @@ class AzureUpload:
             except AzureError as exc:
                 raise self._errors.error(exc, f"commit {self._name}") from None
         except BaseException:
-            self._stop()
+            self._stop(wait=False)  # blocks still in flight are of no use now, and may be stuck
             raise
         self._stop()
 
     def abort(self) -> None:
-        """Stop staging, wait for blocks in flight, never commit; never raises.
+        """Stop staging and never commit; never raises and never waits for blocks in flight, so it also
+        ends, from another thread, a write or commit that waits on a storage that stopped answering.
 
         Staged blocks are never visible and Azure deletes them after 7 days.
         """
         try:
             if not self._finished:
-                self._stop()
+                self._stop(wait=False)
         except Exception:  # abort must not mask the failure that caused it
             log.debug("abort of %s failed", self._name, exc_info=True)
 
@@ -208,7 +252,7 @@ class AzureUpload:
             # upload would otherwise hold 50,000 of them).
             self._futures = [f for f in self._futures if not f.done()]
         try:
-            self._futures.append(self._executor.submit(self._stage, index, block))
+            self._futures.append(self._executor.submit(lambda: self._stage(index, block)))
         except BaseException:
             self._slots.release()
             raise
@@ -228,8 +272,10 @@ class AzureUpload:
         finally:
             self._slots.release()
 
-    def _stop(self) -> None:
+    def _stop(self, wait: bool = True) -> None:
         self._finished = True
         self._stopping.set()
         self._buffer = bytearray()
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        for future in self._futures:
+            future.cancel()  # blocks not yet started are skipped
+        self._executor.shutdown(wait=wait)
