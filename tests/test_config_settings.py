@@ -202,3 +202,9 @@ def test_code_builds_models_with_attribute_names_and_they_are_still_validated() 
         config.PlanConfig(name="p", mongodb_uri="mongodb://h/", compression_level=7)
     with pytest.raises(pydantic.ValidationError, match="is not an age X25519 recipient"):
         config.EncryptionConfig(recipients=("age1nope",))
+
+
+def test_a_plan_has_a_default_timeout_so_a_hung_dump_cannot_hold_it_forever() -> None:
+    cfg = config.from_mapping({"storage": {"type": "local", "path": "/tmp"},
+                               "plans": {"p": {"mongodb_uri": "mongodb://db/"}}}, {}, "t.yml")
+    assert cfg.plans["p"].timeout_seconds == 8 * 3600

@@ -33,6 +33,9 @@ from backup_exporter.core.retention import RetentionPolicy
 from backup_exporter.core.schedule import CronSchedule
 
 DEFAULT_MAX_AGE_SECONDS = 8 * 3600
+# A run longer than this is stopped (exit 124): a dump that hangs (a dead server, a stalled storage) must not
+# hold its plan forever. Equal to the BackupTooOld threshold: a run that long leaves the plan too old anyway.
+DEFAULT_TIMEOUT_SECONDS = 8 * 3600
 ENGINES = ("auto", "mongodump", "native")
 ACCESS_TIERS = ("Hot", "Cool", "Cold")
 SECRET_FIELDS = frozenset({"connection_string", "sas_token", "password", "api_token"})
@@ -205,7 +208,7 @@ class PlanConfig(Model):
     exclude: f.Names = ()
     max_age_seconds: f.Seconds = Field(default=float(DEFAULT_MAX_AGE_SECONDS), alias="max_age")
     connect_timeout_seconds: f.Seconds = Field(default=10.0, alias="connect_timeout")
-    timeout_seconds: f.Seconds | None = Field(default=None, alias="timeout")  # longer runs stop (exit 124)
+    timeout_seconds: f.Seconds | None = Field(default=float(DEFAULT_TIMEOUT_SECONDS), alias="timeout")  # exit 124
     retention: Retention = RetentionPolicy()
     restore_check: RestoreCheckConfig = RestoreCheckConfig()
     compression_level: Annotated[f.Count, f.between(0, 3)] = 1  # ISA-L gzip level
