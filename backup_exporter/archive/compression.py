@@ -25,7 +25,7 @@ BLOCK_SIZE = 1024 * 1024  # uncompressed bytes per block handed to the compresso
 # zlib.error and isal_zlib.error (bad deflate data).
 # (isal's stubs declare its error class as an instance, hence the cast.)
 ISAL_ERROR = cast("type[Exception]", isal_zlib.error)
-DECOMPRESS_ERRORS: tuple[type[BaseException], ...] = (OSError, EOFError, zlib.error, ISAL_ERROR)
+DECOMPRESS_ERRORS = (OSError, EOFError, zlib.error, ISAL_ERROR)
 
 
 class _ChunkedSink:

@@ -32,6 +32,7 @@ ENGINES = ("auto", "mongodump", "native")
 PLAN_KEYS = frozenset({
     "mongodb_uri", "schedule", "timezone", "prefix", "engine", "mongodump_path", "mongodump_args", "include",
     "exclude", "max_age", "connect_timeout", "timeout", "retention", "restore_check",
+    "compression_level", "parallel_collections", "mongodump_compress",
 })
 _INTERP_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -79,6 +80,9 @@ class PlanConfig:
     timeout_seconds: float | None = None  # stop a run that takes longer (exit 124); None = no limit
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)
     restore_check: RestoreCheckConfig = field(default_factory=RestoreCheckConfig)
+    compression_level: int = 1  # ISA-L gzip level 0-3 (archive.COMPRESSION_LEVELS)
+    parallel_collections: int = 4  # collection readers of the native engine, 1-16
+    mongodump_compress: bool = False  # true: mongodump --gzip; false: backupctl gzips mongodump's stream
 
 
 @dataclass(frozen=True)
@@ -268,6 +272,28 @@ def _duration_seconds(value: Any) -> float:
     return parse_duration(str(value)).total_seconds()
 
 
+def _int_between(value: Any, low: int, high: int) -> int:
+    """Return value as a whole number from low to high. Raises ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).strip().isdigit():
+        raise ValueError(f"expected a whole number from {low} to {high}, got {value!r}")
+    number = int(value)
+    if not low <= number <= high:
+        raise ValueError(f"must be from {low} to {high}, got {number}")
+    return number
+
+
+def _boolean(value: Any) -> bool:
+    """Return a YAML boolean, or the strings true/false/yes/no/1/0 (environment). Raises ValueError."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "1"):
+        return True
+    if text in ("false", "no", "0"):
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
 def _timezone(value: Any) -> str:
     """Return the IANA zone name `value` after checking it exists. Raises ValueError."""
     name = str(value)
@@ -350,6 +376,9 @@ def _plan(name: str, section: _Section, defaults: dict[str, Any]) -> PlanConfig 
         timeout_seconds=section.convert("timeout", _duration_seconds, None),
         retention=_retention(section.section("retention")),
         restore_check=RestoreCheckConfig(restore_schedule, restore_uri),
+        compression_level=section.convert("compression_level", lambda v: _int_between(v, 0, 3), 1),
+        parallel_collections=section.convert("parallel_collections", lambda v: _int_between(v, 1, 16), 4),
+        mongodump_compress=section.convert("mongodump_compress", _boolean, False),
     )
     for arg in plan.mongodump_args:
         if arg.split("=", 1)[0] in ("--uri", "--password", "-p", "--archive", "--out", "-o", "--config"):
@@ -486,6 +515,9 @@ ENV_KEYS = {
     "BACKUP_MONGODUMP_PATH": ("plans", "mongodump_path"),
     "BACKUP_MAX_AGE": ("plans", "max_age"),
     "BACKUP_TIMEOUT": ("plans", "timeout"),
+    "BACKUP_COMPRESSION_LEVEL": ("plans", "compression_level"),
+    "BACKUP_PARALLEL_COLLECTIONS": ("plans", "parallel_collections"),
+    "BACKUP_MONGODUMP_COMPRESS": ("plans", "mongodump_compress"),
     "BACKUP_KEEP_LAST": ("retention", "keep_last"),
     "BACKUP_KEEP_WITHIN": ("retention", "keep_within"),
     "BACKUP_KEEP_DAILY": ("retention", "keep_daily"),

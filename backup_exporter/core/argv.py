@@ -12,12 +12,13 @@ CONFIG_PLACEHOLDER = "{config}"
 
 
 def mongodump_argv(binary: str, *, include: Sequence[str] = (), exclude: Sequence[str] = (),
-                   extra_args: Sequence[str] = ()) -> tuple[str, ...]:
-    """Return mongodump's argv writing a gzip archive to stdout; the URI comes from --config."""
+                   extra_args: Sequence[str] = (), gzip: bool = True) -> tuple[str, ...]:
+    """Return mongodump's argv writing an archive to stdout, gzip-compressed by mongodump when `gzip`
+    (otherwise uncompressed, for the caller to compress); the URI comes from --config."""
     return (
         binary,
         "--archive",
-        "--gzip",
+        *(("--gzip",) if gzip else ()),
         f"--config={CONFIG_PLACEHOLDER}",
         *(f"--nsInclude={pattern}" for pattern in include),
         *(f"--nsExclude={pattern}" for pattern in exclude),
@@ -26,12 +27,15 @@ def mongodump_argv(binary: str, *, include: Sequence[str] = (), exclude: Sequenc
 
 
 def native_dump_argv(python: str, *, include: Sequence[str] = (), exclude: Sequence[str] = (),
-                     connect_timeout_s: float = 10.0) -> tuple[str, ...]:
+                     connect_timeout_s: float = 10.0, compression_level: int = 1,
+                     parallel_collections: int = 4) -> tuple[str, ...]:
     """Return the argv of the native engine's child process (same contract as mongodump's)."""
     return (
         python, "-m", "backup_exporter.engines.native",
         f"--config={CONFIG_PLACEHOLDER}",
         f"--connect-timeout={connect_timeout_s:g}",
+        f"--compression-level={compression_level}",
+        f"--parallel-collections={parallel_collections}",
         *(f"--include={pattern}" for pattern in include),
         *(f"--exclude={pattern}" for pattern in exclude),
     )
