@@ -192,9 +192,9 @@ class BytesSink:
 
 @pytest.fixture(scope="module")
 def sized_collections(mongo_client: MongoClient[dict[str, Any]]) -> Iterator[tuple[str, dict[str, int]]]:
-    """One database with a big collection and three small ones (documents of about 1 KiB)."""
+    """One database with a big collection (last by name) and three small ones (documents of about 1 KiB)."""
     db = f"par{uuid.uuid4().hex[:8]}"
-    sizes = {"big": 1200, "small_a": 60, "small_b": 60, "small_c": 60}
+    sizes = {"zz_big": 1200, "small_a": 60, "small_b": 60, "small_c": 60}
     for name, n in sizes.items():
         mongo_client[db][name].insert_many([{"i": i, "pad": hashlib.sha256(str(i).encode()).hexdigest() * 16}
                                             for i in range(n)])
@@ -232,8 +232,9 @@ def test_four_readers_interleave_namespace_segments_like_mongodump_with_every_cr
     assert all(not (a == b and a[0] == "segment") for a, b in itertools.pairwise(layout.order))
 
     # The big collection does not hold the small ones back: they are all finished before it is.
-    big_eof = layout.order.index(("eof", f"{db}.big"))
-    assert all(layout.order.index(("eof", ns)) < big_eof for ns in counts if not ns.endswith(".big"))
+    # (Four collections, four readers: all start at once.)
+    big_eof = layout.order.index(("eof", f"{db}.zz_big"))
+    assert all(layout.order.index(("eof", ns)) < big_eof for ns in counts if not ns.endswith(".zz_big"))
 
 
 def test_one_reader_writes_each_namespace_in_one_segment_then_its_eof(
@@ -244,10 +245,23 @@ def test_one_reader_writes_each_namespace_in_one_segment_then_its_eof(
         sink, threading.Event())
     layout = layout_of(sink.buffer.getvalue())
     assert layout.header.concurrent_collections == 1
-    # Largest first, then each namespace whole: segment, EOF.
-    assert layout.order[:2] == [("segment", f"{db}.big"), ("eof", f"{db}.big")]
+    # Each namespace whole, in the prelude's order: segment, EOF.
+    assert [name for kind, name in layout.order if kind == "eof"] == sorted(counts)
     assert len(layout.order) == 2 * len(counts)
     assert all(layout.order[i][1] == layout.order[i + 1][1] for i in range(0, len(layout.order), 2))
+
+
+def test_with_more_collections_than_readers_the_largest_is_copied_first(
+        sized_collections: tuple[str, dict[str, int]], mongo_uri: str) -> None:
+    db, _ = sized_collections
+    sink = BytesSink()
+    NativeEngine(mongo_uri, include=[f"{db}.*"], parallel_collections=2, batch_size=20).dump(
+        sink, threading.Event())
+    layout = layout_of(sink.buffer.getvalue())
+    assert layout.header.concurrent_collections == 2
+    # zz_big is last by name; largest first, one of the two readers takes it before small_b and small_c.
+    first = {name: layout.order.index(("segment", name)) for kind, name in layout.order if kind == "segment"}
+    assert first[f"{db}.zz_big"] < first[f"{db}.small_b"] < first[f"{db}.small_c"]
 
 
 def test_a_malformed_batch_is_refused_before_it_reaches_the_archive() -> None:

@@ -1,7 +1,8 @@
 """The native engine's document copy: N collection readers feeding one multiplexer, like `mongodump -j N`.
 
-Each reader thread takes the next collection (largest first, so one big collection starts early and the
-small ones are copied by the other readers meanwhile), reads it as the server's raw BSON batches
+Each reader thread takes the next collection (with more collections than readers, largest first by
+estimated document count, as mongodump schedules them, so a big collection starts early and the small
+ones are copied by the other readers meanwhile), reads it as the server's raw BSON batches
 (`find_raw_batches`: no per-document objects) and hands each batch to the calling thread through one
 bounded queue. The calling thread is the multiplexer: it writes each batch into the archive (a new
 segment header whenever the namespace changes) and a namespace's EOF block once its reader is done.
@@ -82,7 +83,7 @@ class ParallelCopy:
         for meta in metas:
             if not has_documents(meta):
                 self.writer.end_namespace(meta.db, meta.collection)
-        self._todo.extend(sorted(copied, key=self._size, reverse=True))
+        self._todo.extend(self._order(copied))
         threads = [threading.Thread(target=self._reader, name=f"native-reader-{i}", daemon=True)
                    for i in range(min(self.readers, len(copied)))]
         for thread in threads:
@@ -111,14 +112,20 @@ class ParallelCopy:
                 thread.join()
         return {m.namespace: self.writer.documents(m.db, m.collection) for m in metas}
 
-    def _size(self, meta: CollectionMeta) -> int:
-        """Return the collection's data size for ordering; 0 when the server does not say."""
+    def _order(self, metas: list[CollectionMeta]) -> list[CollectionMeta]:
+        """Return the order to copy in: as given with one reader or when every collection gets a reader at
+        once (the order cannot change when the dump ends, and asking costs a round trip each, a scan on
+        some servers), else largest first."""
+        if self.readers == 1 or len(metas) <= self.readers:
+            return metas
+        return sorted(metas, key=self._estimated_documents, reverse=True)
+
+    def _estimated_documents(self, meta: CollectionMeta) -> int:
+        """Return the collection's estimated document count for ordering; 0 when the server does not say."""
         try:
-            stats = self.client[meta.db].command("collStats", meta.collection)
+            return int(self.client[meta.db][meta.collection].estimated_document_count())
         except OperationFailure:
             return 0
-        size = stats.get("size", 0)
-        return int(size) if isinstance(size, int | float) else 0
 
     def _error(self, failed: _Failed) -> BaseException:
         error = failed.error
