@@ -56,9 +56,11 @@ import pymongo  # noqa: E402
 from azure.storage.blob import BlobServiceClient  # noqa: E402
 from bson.codec_options import CodecOptions  # noqa: E402
 from bson.raw_bson import RawBSONDocument  # noqa: E402
+from isal import igzip  # noqa: E402
 from pymongo import MongoClient  # noqa: E402
 
 from backup_exporter import __version__  # noqa: E402
+from backup_exporter.archive import COMPRESSION_LEVELS, GzipStreamWriter  # noqa: E402
 from backup_exporter.config import StorageConfig  # noqa: E402
 from backup_exporter.storage.factory import open_storage  # noqa: E402
 from tests import servers  # noqa: E402
@@ -68,6 +70,8 @@ MB = 1_000_000
 CONTAINER = "bench"
 NEVER = "0 3 1 1 *"  # a schedule that does not fire during the benchmark
 SAMPLE_INTERVAL = 0.05  # RSS sampling period (s)
+WAITS = frozenset({"wait", "recv_into", "_wait_for_tstate_lock", "_run", "select", "sleep", "poll", "get",
+                   "readinto", "accept", "read1"})  # leaf functions where a thread waits rather than works
 # Collections of very different sizes: shares of the database's BSON bytes.
 SHARES = {"orders": 0.46, "events": 0.27, "customers": 0.14, "invoices": 0.08, "products": 0.04,
           "settings": 0.01}
@@ -197,6 +201,13 @@ class DataLoader:
 
 
 # ------------------------------------------------------------------------------------------- the bench
+
+
+class _Counter:
+    size = 0
+
+    def write(self, data: bytes) -> None:
+        self.size += len(data)
 
 
 @dataclass
@@ -421,6 +432,27 @@ class Bench:
                 say(f"  restore (ours/mongorestore) {self.times['restore_ours'][-1]:.2f} s / "
                     f"{self.times['restore_mongorestore'][-1]:.2f} s")
         self.report_figures()
+        self.levels(Path(self.numbers["native_4x_path"]))
+
+    def levels(self, archive: Path) -> None:
+        """Recompress the native archive at each ISA-L level: size against mongodump's, and speed."""
+        with open(archive, "rb") as f:
+            plain = igzip.decompress(f.read())
+        reference = self.numbers.get("mongodump_j4_size")
+        say(f"\nISA-L levels on the same {mb(len(plain))} archive (compressor thread, one stream):")
+        self.numbers["levels"] = {}
+        for level in COMPRESSION_LEVELS:
+            counter = _Counter()
+            started = time.perf_counter()
+            gz = GzipStreamWriter(counter, level)
+            for i in range(0, len(plain), MiB):
+                gz.write(plain[i:i + MiB])
+            gz.close()
+            seconds = time.perf_counter() - started
+            versus = f", {counter.size / reference:.2f} x mongodump's" if reference else ""
+            self.numbers["levels"][level] = {"size": counter.size, "mb_per_s": len(plain) / seconds / MB}
+            say(f"  level {level}: {mb(counter.size)} ({counter.size / len(plain):.3f} of the archive{versus}), "
+                f"{len(plain) / seconds / MB:.0f} MB/s")
 
     def report_figures(self) -> None:
         t, n = self.times, self.numbers
@@ -465,18 +497,29 @@ def profile_native(bench: Bench, seconds_hint: float) -> str:
     if result.returncode != 0 or not out.exists():
         return f"py-spy failed (exit {result.returncode}): {result.stderr.decode(errors='replace')[-300:]}"
     own: collections.Counter[str] = collections.Counter()
-    total = 0
+    per_process: collections.Counter[str] = collections.Counter()
+    total = waiting = 0
     for line in out.read_text(errors="replace").splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
-        leaf = stack.split(";")[-1]  # "function (path/file.py:line)"
+        frames = stack.split(";")
+        process = "dump child" if "engines.native" in stack or "engines/native.py" in stack else "backupctl"
+        leaf = frames[-1]  # "function (path/file.py:line)"
         function, _, where = leaf.partition(" (")
+        if function.split(".")[-1] in WAITS or leaf.startswith("process "):
+            waiting += int(count)
+            continue
         own[f"{function} ({where.rstrip(')').split('/')[-1]})"] += int(count)
+        per_process[process] += int(count)
         total += int(count)
+    if not total:
+        return "py-spy recorded no busy samples"
     lines = [f"{count / total * 100:5.1f}%  {name}" for name, count in own.most_common(15)]
-    return f"py-spy, {total} samples over the run-now process tree (self time by leaf function):\n" + \
-        "\n".join(lines)
+    split = ", ".join(f"{name} {count / total * 100:.0f}%" for name, count in per_process.most_common())
+    return (f"py-spy --subprocesses, one native run-now: {total} busy samples ({split}); {waiting} more in "
+            f"waits (socket reads, queues, locks) left out. Self time by leaf function (GIL-free ISA-L and "
+            f"network time count as the calling Python line):\n" + "\n".join(lines))
 
 
 # ------------------------------------------------------------------------------------------ reports
