@@ -25,6 +25,7 @@ import pytest
 from bson import encode
 from pymongo import MongoClient
 
+from backup_exporter import config
 from backup_exporter.archive import (
     ArchiveHeader,
     ArchiveWriter,
@@ -37,7 +38,7 @@ from backup_exporter.archive import (
     to_signed64,
 )
 from backup_exporter.config import PlanConfig
-from backup_exporter.core.errors import ArchiveError
+from backup_exporter.core.errors import ArchiveError, ConfigError
 from backup_exporter.core.schedule import parse_cron
 from backup_exporter.engines.native import NativeEngine
 from backup_exporter.operations.run import run_backup
@@ -271,3 +272,31 @@ def test_a_malformed_batch_is_refused_before_it_reaches_the_archive() -> None:
     assert writer.write_batch("a", "b", good + good) == 2
     with pytest.raises(ArchiveError, match=r"batch of a\.b"):
         writer.write_batch("a", "b", good + good[:-1])
+
+
+# ------------------------------------------------------------------------------------------ settings
+
+
+ENV = {"MONGODB_URI": "mongodb://db.internal/", "BACKUP_LOCAL_DIR": "/backups"}
+
+
+def test_the_settings_default_to_isal_level_1_four_readers_and_backupctl_compressing() -> None:
+    plan = config.from_environment(ENV).plan(None)
+    assert (plan.compression_level, plan.parallel_collections, plan.mongodump_compress) == (1, 4, False)
+
+
+def test_the_settings_come_from_the_environment() -> None:
+    plan = config.from_environment({**ENV, "BACKUP_COMPRESSION_LEVEL": "3", "BACKUP_PARALLEL_COLLECTIONS": "16",
+                                    "BACKUP_MONGODUMP_COMPRESS": "true"}).plan(None)
+    assert (plan.compression_level, plan.parallel_collections, plan.mongodump_compress) == (3, 16, True)
+
+
+@pytest.mark.parametrize(("var", "value", "words"), [
+    ("BACKUP_COMPRESSION_LEVEL", "4", "BACKUP_COMPRESSION_LEVEL: must be from 0 to 3, got 4"),
+    ("BACKUP_PARALLEL_COLLECTIONS", "0", "BACKUP_PARALLEL_COLLECTIONS: must be from 1 to 16, got 0"),
+    ("BACKUP_MONGODUMP_COMPRESS", "maybe", "BACKUP_MONGODUMP_COMPRESS: expected true or false"),
+])
+def test_an_impossible_setting_is_one_config_error_naming_it(var: str, value: str, words: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        config.from_environment({**ENV, var: value})
+    assert words in str(caught.value)
