@@ -75,6 +75,7 @@ WAITS = frozenset({"wait", "recv_into", "_wait_for_tstate_lock", "_run", "select
 # Collections of very different sizes: shares of the database's BSON bytes.
 SHARES = {"orders": 0.46, "events": 0.27, "customers": 0.14, "invoices": 0.08, "products": 0.04,
           "settings": 0.01}
+NOTES_MARKER = "<!-- notes below are kept by scripts/bench -->"
 TARGETS = {  # figure -> (label, maximum)
     "native_vs_cursor": ("native run-now wall / plain cursor read of the same collections", 1.30),
     "native_vs_mongodump_j4": ("native run-now wall / real mongodump --archive --gzip -j4 wall", 0.40),
@@ -270,7 +271,9 @@ class Bench:
         started = time.perf_counter()
         proc, log = self.backupctl("run-now", "--plan", plan, "--quiet", log=f"run-now-{plan}.log")
         with RssSampler(proc.pid) as sampler:
-            code = proc.wait()
+            # wait4: the CPU time of backupctl and the dump child it waited for, from the kernel.
+            _, status, usage = os.wait4(proc.pid, 0)
+            code = proc.returncode = os.waitstatus_to_exitcode(status)
         wall = time.perf_counter() - started
         output = log.read_text(errors="replace")
         if code != 0:
@@ -279,7 +282,8 @@ class Bench:
         if not lines:
             raise RuntimeError(f"backupctl run-now printed no archive line:\n{output[-2000:]}")
         name, size = lines[-1]
-        return {"wall_s": wall, "peak_rss": sampler.peak, "size": int(size), "path": self.store / name}
+        return {"wall_s": wall, "peak_rss": sampler.peak, "size": int(size), "path": self.store / name,
+                "cpu_s": usage.ru_utime + usage.ru_stime}
 
     def run_tool(self, argv: list[str], log: str) -> None:
         with open(self.work / "logs" / log, "ab") as out:
@@ -332,6 +336,7 @@ class Bench:
         result = self.run_now(plan)
         self.times[key].append(result["wall_s"])
         self.numbers.setdefault(f"{key}_rss", []).append(result["peak_rss"])
+        self.numbers.setdefault(f"{key}_cpu", []).append(result["cpu_s"])
         self.numbers[f"{key}_size"] = result["size"]
         self.numbers[f"{key}_path"] = str(result["path"])
         return result
@@ -560,6 +565,14 @@ def markdown(bench: Bench, env: dict[str, str], mode: str, seconds: float, profi
     times = "\n".join(f"| {key} | {', '.join(f'{v:.2f}' for v in values)} | {median(values):.2f} |"
                       for key, values in bench.times.items())
     described = "\n".join(f"- {k}: {v}" for k, v in env.items())
+    levels = "\n".join(f"| {level} | {mb(v['size'])} | {v['size'] / bench.numbers['mongodump_j4_size']:.2f} | "
+                       f"{v['mb_per_s']:.0f} |" if "mongodump_j4_size" in bench.numbers else
+                       f"| {level} | {mb(v['size'])} | not measured | {v['mb_per_s']:.0f} |"
+                       for level, v in bench.numbers.get("levels", {}).items())
+    cpu = "\n".join(f"- `{key}` run-now: CPU {', '.join(f'{c:.1f}' for c in bench.numbers[key + '_cpu'])} s "
+                    f"(backupctl and its dump child, from wait4)" for key in ("native_4x", "native_1x",
+                                                                             "mongodump_engine")
+                    if key + "_cpu" in bench.numbers)
     return f"""# Benchmarks
 
 Measured by `scripts/bench{' --quick' if mode == 'quick' else ''}` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC
@@ -588,6 +601,16 @@ Documents are 1-4 KiB of random words and random bytes. Native engine defaults: 
 | measurement | runs | median |
 |---|---|---|
 {times}
+
+{cpu}
+
+## ISA-L levels on the same archive
+
+The native 4x archive recompressed in-process at each level (one stream, the compressor thread):
+
+| level | size | / mongodump's archive | MB/s of archive in |
+|---|---|---|---|
+{levels}
 
 ## Profile
 
@@ -700,7 +723,11 @@ def main() -> int:
         say(f"  {f.verdict:<12} {value}  (target <= {f.target:.2f})  {f.label}{why}")
     if not args.no_write:
         path = REPO / "docs" / "benchmarks.md"
-        path.write_text(markdown(bench, env_info, "quick" if args.quick else "full", seconds, profile))
+        # Hand-written notes after the marker survive a new run.
+        old = path.read_text() if path.exists() else ""
+        notes = old[old.index(NOTES_MARKER):] if NOTES_MARKER in old else f"{NOTES_MARKER}\n"
+        path.write_text(markdown(bench, env_info, "quick" if args.quick else "full", seconds, profile) + "\n"
+                        + notes)
         say(f"written to {path.relative_to(REPO)}")
     if args.json:
         data = {"mode": "quick" if args.quick else "full", "machine": env_info, "seconds": seconds,
