@@ -166,7 +166,7 @@ def dumps(mongo_tools: MongoTools, server_logs: Path) -> Iterator[Dumps]:
                                 timeout=120, check=False)
         assert dumped.returncode == 0, dumped.stderr.decode(errors="replace")[-2000:]
         sink = io.BytesIO()
-        NativeEngine(uri, gzip_level=1).dump(sink, threading.Event())
+        NativeEngine(uri, compression_level=1).dump(sink, threading.Event())
         yield Dumps(client, server_state(client), dumped.stdout, sink.getvalue())
     finally:
         client.close()
@@ -228,7 +228,7 @@ def test_the_headers_differ_only_in_the_deliberate_fields(dumps: Dumps) -> None:
     assert (ours.version, ours.server_version) == (theirs.version, theirs.server_version)
     assert theirs.tool_version == "100.8.0" and ours.tool_version.startswith("backup_exporter-native ")
     # mongodump announces its -j (4 by default); the native archive is written one namespace at a time.
-    assert (theirs.concurrent_collections, ours.concurrent_collections) == (4, 1)
+    assert (theirs.concurrent_collections, ours.concurrent_collections) == (4, 4)  # parallel_collections defaults to mongodump's -j
 
 
 @pytest.mark.parametrize("which", ["mongodump", "native"])

@@ -206,7 +206,7 @@ def test_dump_info_and_header_name_the_tool_the_server_and_the_hosts(
     assert info.engine == "native"
     assert info.tool_version == summary.header.tool_version == f"backup_exporter-native {__version__}"
     assert info.server_version == summary.header.server_version != "unknown"
-    assert summary.header.concurrent_collections == 1
+    assert summary.header.concurrent_collections == 4  # the default number of readers
     assert info.source_host == mongo_server.address
 
 
@@ -276,7 +276,7 @@ def test_large_collection_reaches_the_sink_in_megabyte_chunks(mongo_client: Mong
         mongo_client[db].blobs.insert_many([{"i": i, "payload": Binary(os.urandom(32 * 1024))}
                                             for i in range(100)])
         sink = BytesSink()
-        info = NativeEngine(mongo_uri, include=[f"{db}.*"], gzip_level=1).dump(sink, threading.Event())
+        info = NativeEngine(mongo_uri, include=[f"{db}.*"], compression_level=1).dump(sink, threading.Event())
         assert info.namespaces == {f"{db}.blobs": 100}
         assert sink.writes >= 3
         dump = read_dump(sink.buffer.getvalue())

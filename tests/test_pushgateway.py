@@ -84,8 +84,10 @@ def url_of(gateway: servers.Server) -> str:
 
 
 def run_env(store: Path, **extra: str) -> dict[str, str]:
+    # mongodump_compress: the fake's gzip bytes are stored unchanged, so sizes are the golden archive's.
     return base_env(MONGODB_URI="mongodb://127.0.0.1:1/", BACKUP_LOCAL_DIR=str(store), BACKUP_PLAN=PLAN,
-                    BACKUP_PREFIX="prod", BACKUP_ENGINE="mongodump", BACKUP_MONGODUMP_PATH=FAKE_MONGODUMP, **extra)
+                    BACKUP_PREFIX="prod", BACKUP_ENGINE="mongodump", BACKUP_MONGODUMP_PATH=FAKE_MONGODUMP,
+                    BACKUP_MONGODUMP_COMPRESS="true", **extra)
 
 
 def run_now(env: Mapping[str, str], *args: str, mode: str = "ok") -> subprocess.CompletedProcess[str]:
@@ -381,7 +383,8 @@ def test_a_ca_bundle_and_client_certificate_from_the_config_file_push_over_mutua
                         "cert_file": str(tls_files / "client.crt"), "key_file": str(tls_files / "client.key"),
                         "timeout": "5s", "grouping_key": {"env": "test"}},
         "plans": {PLAN: {"mongodb_uri": "mongodb://127.0.0.1:1/", "prefix": "prod", "engine": "mongodump",
-                         "mongodump_path": FAKE_MONGODUMP, "schedule": "0 3 * * *"}},
+                         "mongodump_path": FAKE_MONGODUMP, "mongodump_compress": True,
+                         "schedule": "0 3 * * *"}},
     }))
     result = run_now(base_env(), "--config", str(config))
     assert result.returncode == 0, result.stderr

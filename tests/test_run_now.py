@@ -9,6 +9,7 @@ import re
 import signal
 import time
 import uuid
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -107,21 +108,40 @@ def summary_digest(data: bytes, ns: str) -> str:
     return hashlib.sha256(b"".join(sorted(hashes))).hexdigest()
 
 
-def test_mongodump_engine_streams_the_tools_output_byte_for_byte(
+def test_mongodump_engine_with_mongodump_compress_streams_the_tools_output_byte_for_byte(
         tmp_path: Path, azure_connection_string: str, container: str) -> None:
     record = tmp_path / "record.jsonl"
     uri = "mongodb://backup:Sup3r-S3cret@db.internal:27017/?authSource=admin"
     env = env_for(uri, azure_connection_string, container, BACKUP_ENGINE="mongodump",
-                  BACKUP_MONGODUMP_PATH=FAKE_MONGODUMP, FAKE_MONGODUMP_MODE="ok", FAKE_MONGODUMP_RECORD=str(record))
+                  BACKUP_MONGODUMP_PATH=FAKE_MONGODUMP, FAKE_MONGODUMP_MODE="ok", FAKE_MONGODUMP_RECORD=str(record),
+                  BACKUP_MONGODUMP_COMPRESS="true")
     result = backupctl(["run-now"], env)
     assert result.returncode == 0, result.stderr
     (name,) = archives(azure_connection_string, container)
     assert download(azure_connection_string, container, name) == GOLDEN_GZ.read_bytes()
     run = json.loads(record.read_text().splitlines()[-1])
+    assert "--gzip" in run["argv"]
     assert "Sup3r-S3cret" not in " ".join(run["argv"])
     assert not any("mongodb://" in a for a in run["argv"])
     assert json.loads(run["config"].split(":", 1)[1]) == uri  # the URI arrived through --config on a pipe
     assert "Sup3r-S3cret" not in result.stderr + result.stdout
+
+
+def test_mongodump_engine_by_default_gzips_the_plain_archive_itself_into_one_gzip_member(
+        tmp_path: Path, azure_connection_string: str, container: str) -> None:
+    record = tmp_path / "record.jsonl"
+    env = env_for("mongodb://db.internal:27017/", azure_connection_string, container, BACKUP_ENGINE="mongodump",
+                  BACKUP_MONGODUMP_PATH=FAKE_MONGODUMP, FAKE_MONGODUMP_MODE="ok", FAKE_MONGODUMP_RECORD=str(record),
+                  BACKUP_COMPRESSION_LEVEL="2")
+    result = backupctl(["run-now"], env)
+    assert result.returncode == 0, result.stderr
+    run = json.loads(record.read_text().splitlines()[-1])
+    assert "--archive" in run["argv"] and "--gzip" not in run["argv"]
+    (name,) = archives(azure_connection_string, container)
+    blob = download(azure_connection_string, container, name)
+    inflate = zlib.decompressobj(wbits=31)
+    assert inflate.decompress(blob) == GOLDEN_GZ.with_suffix("").read_bytes()  # the tool's archive, unchanged
+    assert inflate.eof and inflate.unused_data == b""  # one gzip member, nothing after it
 
 
 def _seed_success(env: dict[str, str]) -> None:
@@ -129,17 +149,20 @@ def _seed_success(env: dict[str, str]) -> None:
     assert ok.returncode == 0, ok.stderr
 
 
-@pytest.mark.parametrize(("mode", "exit_code", "words"), [
-    ("fail", 1, "exited with code 1: "),
-    ("crash", 128 + 9, "killed by signal 9"),
-    ("empty", 65, "wrote nothing (0 bytes)"),
-    ("truncated", 65, "truncated"),
-    ("garbage", 65, "not valid gzip"),
+@pytest.mark.parametrize(("mode", "mongodump_compress", "exit_code", "words"), [
+    ("fail", "false", 1, "exited with code 1: "),
+    ("crash", "false", 128 + 9, "killed by signal 9"),
+    ("empty", "false", 65, "wrote nothing (0 bytes)"),
+    ("truncated", "false", 65, "truncated (no final terminator)"),
+    ("truncated", "true", 65, "gzip stream is truncated"),
+    ("garbage", "false", 65, "not a mongodump archive (bad magic number)"),
+    ("garbage", "true", 65, "not valid gzip"),
 ])
 def test_failed_dump_leaves_no_blob_and_keeps_the_last_success(
-        mode: str, exit_code: int, words: str, azure_connection_string: str, container: str) -> None:
+        mode: str, mongodump_compress: str, exit_code: int, words: str, azure_connection_string: str,
+        container: str) -> None:
     env = env_for("mongodb://127.0.0.1:1/", azure_connection_string, container, BACKUP_ENGINE="mongodump",
-                  BACKUP_MONGODUMP_PATH=FAKE_MONGODUMP)
+                  BACKUP_MONGODUMP_PATH=FAKE_MONGODUMP, BACKUP_MONGODUMP_COMPRESS=mongodump_compress)
     _seed_success(env)
     before = archives(azure_connection_string, container)
     good = stored_status(azure_connection_string, container)["last_success"]
@@ -244,7 +267,9 @@ def test_local_directory_backend_keeps_the_same_contract(tmp_path: Path) -> None
     files = sorted(p.relative_to(tmp_path / "store").as_posix() for p in (tmp_path / "store").rglob("*")
                    if p.is_file() and p.name.endswith(".archive.gz"))
     assert len(files) == 1 and files[0].startswith("default/")
-    assert (tmp_path / "store" / files[0]).read_bytes() == GOLDEN_GZ.read_bytes()
+    # backupctl gzipped the tool's plain archive: the same archive inside
+    stored = (tmp_path / "store" / files[0]).read_bytes()
+    assert zlib.decompress(stored, wbits=31) == GOLDEN_GZ.with_suffix("").read_bytes()
 
 
 def test_a_missing_local_directory_is_a_storage_error_not_a_silent_new_folder(tmp_path: Path) -> None:

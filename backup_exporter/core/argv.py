@@ -42,13 +42,14 @@ def mongodump_filters(include: Sequence[str], exclude: Sequence[str]) -> tuple[s
 
 
 def mongodump_argv(binary: str, *, include: Sequence[str] = (), exclude: Sequence[str] = (),
-                   extra_args: Sequence[str] = ()) -> tuple[str, ...]:
-    """Return mongodump's argv writing a gzip archive to stdout; the URI comes from --config.
+                   extra_args: Sequence[str] = (), gzip: bool = True) -> tuple[str, ...]:
+    """Return mongodump's argv writing an archive to stdout, gzip-compressed by mongodump when `gzip`
+    (otherwise uncompressed, for the caller to compress); the URI comes from --config.
     Raises UsageError for filters mongodump cannot express (mongodump_filters)."""
     return (
         binary,
         "--archive",
-        "--gzip",
+        *(("--gzip",) if gzip else ()),
         f"--config={CONFIG_PLACEHOLDER}",
         *mongodump_filters(include, exclude),
         *extra_args,
@@ -56,12 +57,15 @@ def mongodump_argv(binary: str, *, include: Sequence[str] = (), exclude: Sequenc
 
 
 def native_dump_argv(python: str, *, include: Sequence[str] = (), exclude: Sequence[str] = (),
-                     connect_timeout_s: float = 10.0) -> tuple[str, ...]:
+                     connect_timeout_s: float = 10.0, compression_level: int = 1,
+                     parallel_collections: int = 4) -> tuple[str, ...]:
     """Return the argv of the native engine's child process (same contract as mongodump's)."""
     return (
         python, "-m", "backup_exporter.engines.native",
         f"--config={CONFIG_PLACEHOLDER}",
         f"--connect-timeout={connect_timeout_s:g}",
+        f"--compression-level={compression_level}",
+        f"--parallel-collections={parallel_collections}",
         *(f"--include={pattern}" for pattern in include),
         *(f"--exclude={pattern}" for pattern in exclude),
     )

@@ -11,26 +11,31 @@ import json
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Sequence
-from typing import Any, cast
+from collections.abc import Sequence
+from typing import Any
 
 import yaml
-from bson.codec_options import CodecOptions
-from bson.raw_bson import RawBSONDocument
 from pymongo import MongoClient
 from pymongo.errors import (
     PyMongoError,
 )
 
 from backup_exporter import __version__
-from backup_exporter.archive import ArchiveHeader, ArchiveWriter, CollectionMeta, GzipStreamWriter
+from backup_exporter.archive import (
+    DEFAULT_COMPRESSION_LEVEL,
+    ArchiveHeader,
+    ArchiveWriter,
+    CollectionMeta,
+    GzipStreamWriter,
+)
 from backup_exporter.core.cancel import interrupted
 from backup_exporter.core.errors import (
     BackupError,
     ExitCode,
 )
 from backup_exporter.engines.base import DUMP_INFO_MARKER, DumpInfo, Sink
-from backup_exporter.engines.catalog import VIEW, list_catalog
+from backup_exporter.engines.catalog import list_catalog
+from backup_exporter.engines.parallel_copy import ParallelCopy
 from backup_exporter.mongo.client import make_client
 from backup_exporter.mongo.errors import map_pymongo_error
 from backup_exporter.mongo.uri import render_hosts
@@ -49,11 +54,13 @@ class NativeEngine:
     name = "native"
 
     def __init__(self, uri: str, include: Sequence[str] = (), exclude: Sequence[str] = (),
-                 gzip_level: int = 6, batch_size: int = 1000, connect_timeout_s: float = 10.0) -> None:
+                 compression_level: int = DEFAULT_COMPRESSION_LEVEL, parallel_collections: int = 4,
+                 batch_size: int = 1000, connect_timeout_s: float = 10.0) -> None:
         self.uri = uri
         self.include = tuple(include)
         self.exclude = tuple(exclude)
-        self.gzip_level = gzip_level
+        self.compression_level = compression_level
+        self.parallel_collections = max(1, parallel_collections)
         self.batch_size = max(1, batch_size)
         self.connect_timeout_s = connect_timeout_s
         self.tool_version = f"backup_exporter-native {__version__}"
@@ -78,48 +85,27 @@ class NativeEngine:
             what = "listing databases and collections"
             collections = self._collections(client, cancel)
 
-            gz = GzipStreamWriter(sink, self.gzip_level, CHUNK_SIZE)
-            writer = ArchiveWriter(gz)
-            header = ArchiveHeader(concurrent_collections=1, server_version=server_version,
-                                   tool_version=self.tool_version)
-            writer.write_prelude(header, collections)
-            started = True
-            counts: dict[str, int] = {}
-            # A view is metadata only: an empty namespace in the archive, as mongodump writes it (and
-            # not a count: it holds no documents of its own).
-            for meta in collections:
-                if meta.type == VIEW:
-                    writer.end_namespace(meta.db, meta.collection)
-            collections = [meta for meta in collections if meta.type != VIEW]
-            raw_codec: CodecOptions[RawBSONDocument] = CodecOptions(document_class=RawBSONDocument)
-            for meta in collections:
-                if cancel.is_set():
-                    raise interrupted(cancel)
-                what = f"reading {meta.namespace}"
-                coll = client[meta.db].get_collection(meta.collection, codec_options=raw_codec)
-                with coll.find({}, batch_size=self.batch_size) as cursor:
-                    docs = cast("Iterator[RawBSONDocument]", cursor)
-                    writer.write_documents(meta.db, meta.collection, self._raw(docs, cancel))
-                writer.end_namespace(meta.db, meta.collection)
-                counts[meta.namespace] = writer.documents(meta.db, meta.collection)
-            writer.close()
-            gz.close()
+            gz = GzipStreamWriter(sink, self.compression_level, CHUNK_SIZE)
+            try:
+                writer = ArchiveWriter(gz)
+                header = ArchiveHeader(concurrent_collections=self.parallel_collections,
+                                       server_version=server_version, tool_version=self.tool_version)
+                writer.write_prelude(header, collections)
+                started = True
+                what = "reading collections"
+                counts = ParallelCopy(client, self.uri, writer, cancel, readers=self.parallel_collections,
+                                      batch_size=self.batch_size).run(collections)
+                writer.close()
+                gz.close()
+            except BaseException:
+                gz.abort()
+                raise
         except PyMongoError as exc:
             raise map_pymongo_error(exc, self.uri, what=what, started=started) from None
         finally:
             client.close()
         return DumpInfo(engine=self.name, tool_version=self.tool_version, server_version=server_version,
                         source_host=render_hosts(self.uri), namespaces=counts)
-
-    def _raw(self, cursor: Iterator[RawBSONDocument], cancel: threading.Event) -> Iterator[bytes]:
-        """Yield each document's raw bytes, checking `cancel` once per batch."""
-        n = 0
-        for doc in cursor:
-            n += 1
-            if n % self.batch_size == 0 and cancel.is_set():
-                raise interrupted(cancel)
-            raw = doc.raw
-            yield raw if isinstance(raw, bytes) else bytes(raw)
 
     def _collections(self, client: MongoClient[dict[str, Any]],
                      cancel: threading.Event) -> list[CollectionMeta]:
@@ -142,6 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--include", action="append", default=[])
     parser.add_argument("--exclude", action="append", default=[])
     parser.add_argument("--connect-timeout", type=float, default=10.0)
+    parser.add_argument("--compression-level", type=int, default=DEFAULT_COMPRESSION_LEVEL,
+                        choices=range(0, 4))
+    parser.add_argument("--parallel-collections", type=int, default=4)
     args = parser.parse_args(argv)
     cancel = threading.Event()
 
@@ -155,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with open(args.config, encoding="utf-8") as f:
             uri = str((yaml.safe_load(f) or {}).get("uri", ""))
         engine = NativeEngine(uri, include=args.include, exclude=args.exclude,
+                              compression_level=args.compression_level,
+                              parallel_collections=args.parallel_collections,
                               connect_timeout_s=args.connect_timeout)
         out = sys.stdout.buffer
 

@@ -1,4 +1,5 @@
-"""Dump engines that run as a child process writing `--archive --gzip` to stdout.
+"""Dump engines that run as a child process writing `--archive --gzip` (or a plain `--archive`, which is
+then gzip-compressed here with ISA-L) to stdout.
 
 The child runs in its own process group with the connection URI in a `--config` file on a pipe; its
 stdout is streamed into the sink as it is produced, its stderr logged line by line. Running the dump out of
@@ -13,6 +14,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
+from backup_exporter.archive import DEFAULT_COMPRESSION_LEVEL, GzipStreamWriter, Writable
 from backup_exporter.core import argv as commands
 from backup_exporter.core.errors import BackupError, DumpFailed, Interrupted
 from backup_exporter.engines.base import DUMP_INFO_MARKER, DumpInfo, Sink
@@ -26,15 +28,19 @@ READ_SIZE = 1 << 20
 
 
 class ProcessEngine:
-    """Runs `argv` (which holds the "{config}" placeholder) and streams its stdout into the sink."""
+    """Runs `argv` (which holds the "{config}" placeholder) and streams its stdout into the sink; with a
+    `compression_level`, the stdout is an uncompressed archive that is gzip-compressed on its way (ISA-L, in
+    a compressor thread, so reading the pipe and compressing overlap)."""
 
     name = "process"
 
-    def __init__(self, uri: str, argv: Sequence[str], *, grace_seconds: float = 10.0, plan: str = "") -> None:
+    def __init__(self, uri: str, argv: Sequence[str], *, grace_seconds: float = 10.0, plan: str = "",
+                 compression_level: int | None = None) -> None:
         self.uri = uri
         self.argv = tuple(argv)
         self.grace_seconds = grace_seconds
         self.plan = plan
+        self.compression_level = compression_level
 
     def tool_version(self) -> str:
         return self.name
@@ -64,24 +70,36 @@ class ProcessEngine:
         log.debug("started %s (pid %d)", " ".join(command.argv), command.pid)
         watcher = threading.Thread(target=self._stop_on_cancel, args=(command, cancel), daemon=True)
         watcher.start()
+        gz = GzipStreamWriter(sink, self.compression_level) if self.compression_level is not None else None
+        out: Writable = gz if gz is not None else sink
+        received = 0
         try:
-            while True:
-                chunk = command.stdout.read1(READ_SIZE)  # type: ignore[attr-defined]
-                if not chunk or cancel.is_set():
-                    break
-                sink.write(chunk)
+            try:
+                while True:
+                    chunk = command.stdout.read1(READ_SIZE)  # type: ignore[attr-defined]
+                    if not chunk or cancel.is_set():
+                        break
+                    received += len(chunk)
+                    out.write(chunk)
+            except BaseException:
+                command.stop(self.grace_seconds)
+                raise
+            finally:
+                command.close()
+            returncode = command.wait()
+            if cancel.is_set():
+                command.stop(self.grace_seconds)
+                raise Interrupted()
+            if returncode != 0:
+                lines = [line for line in command.stderr_tail(4) if not line.startswith(DUMP_INFO_MARKER)]
+                raise self.failure_error(returncode, lines[-3:])
+            if gz is not None:
+                # A tool that wrote nothing must leave the sink empty ("wrote nothing"), not an empty gzip.
+                gz.close() if received else gz.abort()
         except BaseException:
-            command.stop(self.grace_seconds)
+            if gz is not None:
+                gz.abort()
             raise
-        finally:
-            command.close()
-        returncode = command.wait()
-        if cancel.is_set():
-            command.stop(self.grace_seconds)
-            raise Interrupted()
-        if returncode != 0:
-            lines = [line for line in command.stderr_tail(4) if not line.startswith(DUMP_INFO_MARKER)]
-            raise self.failure_error(returncode, lines[-3:])
         info = DumpInfo(engine=self.name, tool_version=version, source_host=render_hosts(self.uri))
         self.read_dump_info(command, info)
         return info
@@ -112,9 +130,13 @@ class NativeProcessEngine(ProcessEngine):
     name = "native"
 
     def __init__(self, uri: str, *, include: Sequence[str] = (), exclude: Sequence[str] = (),
-                 connect_timeout_s: float = 10.0, grace_seconds: float = 10.0, plan: str = "") -> None:
+                 connect_timeout_s: float = 10.0, grace_seconds: float = 10.0, plan: str = "",
+                 compression_level: int = DEFAULT_COMPRESSION_LEVEL, parallel_collections: int = 4) -> None:
+        # The child compresses (its own compressor thread): the archive arrives here already gzipped.
         super().__init__(uri, commands.native_dump_argv(sys.executable, include=include, exclude=exclude,
-                                                        connect_timeout_s=connect_timeout_s),
+                                                        connect_timeout_s=connect_timeout_s,
+                                                        compression_level=compression_level,
+                                                        parallel_collections=parallel_collections),
                          grace_seconds=grace_seconds, plan=plan)
 
     def failure_message(self, returncode: int, stderr_tail: list[str]) -> str:

@@ -14,12 +14,14 @@ import socket
 import struct
 import threading
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from isal import isal_zlib
+
 from backup_exporter import __version__
+from backup_exporter.archive import DECOMPRESS_ERRORS
 from backup_exporter.archive.counting import ArchiveCounter
 from backup_exporter.archive.encryption import EncryptingWriter
 from backup_exporter.config import PlanConfig
@@ -87,7 +89,7 @@ class ArchiveSink:
         self.on_bytes = on_bytes
         self.sha256 = hashlib.sha256()
         self.size = 0
-        self._inflate = zlib.decompressobj(wbits=31)
+        self._inflate = isal_zlib.decompressobj(wbits=31)
         self._head = b""
         self._tail = b""
         self._gzip_error: str | None = None
@@ -111,7 +113,7 @@ class ArchiveSink:
                 if self._inflate.eof:
                     # A further gzip member: restart on what follows.
                     data = self._inflate.unused_data + data if self._inflate.unused_data else data
-                    self._inflate = zlib.decompressobj(wbits=31)
+                    self._inflate = isal_zlib.decompressobj(wbits=31)
                 out = self._inflate.decompress(data, 1 << 20)
                 data = self._inflate.unconsumed_tail
                 if out:
@@ -119,7 +121,7 @@ class ArchiveSink:
                     if len(self._head) < 4:
                         self._head += out[: 4 - len(self._head)]
                     self._tail = (self._tail + out)[-4:]
-        except zlib.error as exc:
+        except DECOMPRESS_ERRORS as exc:  # ISA-L's inflate: about twice as fast as zlib's
             self._gzip_error = f"the dump output is not valid gzip: {exc}"
 
     def verdict(self) -> str | None:
@@ -157,10 +159,12 @@ def _engine(plan: PlanConfig, engine: str, grace_seconds: float) -> Engine:
     if engine == "mongodump":
         return MongodumpEngine(plan.mongodb_uri, binary=plan.mongodump_path, include=plan.include,
                                exclude=plan.exclude, extra_args=plan.mongodump_args, grace_seconds=grace_seconds,
-                               plan=plan.name)
+                               plan=plan.name, mongodump_compress=plan.mongodump_compress,
+                               compression_level=plan.compression_level)
     return NativeProcessEngine(plan.mongodb_uri, include=plan.include, exclude=plan.exclude,
                                connect_timeout_s=plan.connect_timeout_seconds, grace_seconds=grace_seconds,
-                               plan=plan.name)
+                               plan=plan.name, compression_level=plan.compression_level,
+                               parallel_collections=plan.parallel_collections)
 
 
 def holder_description(trigger: str) -> str:
