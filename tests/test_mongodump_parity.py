@@ -227,8 +227,8 @@ def test_the_headers_differ_only_in_the_deliberate_fields(dumps: Dumps) -> None:
     ours, theirs = read_archive(dumps.native).header, read_archive(dumps.mongodump).header
     assert (ours.version, ours.server_version) == (theirs.version, theirs.server_version)
     assert theirs.tool_version == "100.8.0" and ours.tool_version.startswith("backup_exporter-native ")
-    # mongodump announces its -j (4 by default); the native archive is written one namespace at a time.
-    assert (theirs.concurrent_collections, ours.concurrent_collections) == (4, 4)  # parallel_collections defaults to mongodump's -j
+    # mongodump announces its -j (4 by default); the native engine its parallel_collections (4 by default).
+    assert (theirs.concurrent_collections, ours.concurrent_collections) == (4, 4)
 
 
 @pytest.mark.parametrize("which", ["mongodump", "native"])
