@@ -22,7 +22,7 @@ def _doc(i: int) -> dict[str, Any]:
         "n": i,
         "big": Int64(2**40 + i),
         "price": Decimal128(Decimal(f"{i}.99")),
-        "at": dt.datetime(2026, 1, 1, tzinfo=dt.UTC) + dt.timedelta(minutes=i),
+        "at": dt.datetime(2126, 1, 1, tzinfo=dt.UTC) + dt.timedelta(minutes=i),
         "bin": Binary(bytes([i % 256]) * 8),
         "uuid": Binary(uuid.UUID(int=i).bytes, 4),
         "re": Regex("^a.*z$", "i"),

@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import threading
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -24,50 +22,10 @@ from pymongo import MongoClient
 from tests import servers
 from tests.cli_helpers import backupctl, base_env
 from tests.daemon_helpers import post, start_daemon
+from tests.process_watch import ArgvWatcher
 
 PASSWORD = f"canary-{secrets.token_hex(12)}"
 API_TOKEN = f"tok-{secrets.token_hex(16)}"
-
-
-def _descends_from(pid: int, ancestor: int) -> bool:
-    for _ in range(64):
-        if pid == ancestor:
-            return True
-        if pid <= 1:
-            return False
-        try:
-            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            return False
-    return False
-
-
-class ArgvWatcher:
-    """Samples the argv and environment of every process this test started, while runs are in progress."""
-
-    def __init__(self) -> None:
-        self.seen: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-
-    def __enter__(self) -> ArgvWatcher:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def _watch(self) -> None:
-        me = os.getpid()
-        while not self._stop.is_set():
-            for entry in Path("/proc").iterdir():
-                if entry.name.isdigit() and int(entry.name) != me and _descends_from(int(entry.name), me):
-                    try:
-                        self.seen.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
-                    except OSError:
-                        pass
-            time.sleep(0.02)
 
 
 @pytest.fixture(scope="module")

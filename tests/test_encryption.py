@@ -557,7 +557,9 @@ def test_the_golden_archive_through_the_encrypting_runner_is_checked_before_encr
     cfg = write_config(tmp_path, local_yaml(tmp_path / "backups"), "x", [key.public], engine="mongodump")
     plan = plan_of(cfg, {"MONGODB_URI": "mongodb://127.0.0.1:1/"})
     storage = LocalStorage(tmp_path / "backups")
-    outcome = run_backup(plan, storage, engine=MongodumpEngine(plan.mongodb_uri, binary=FAKE_MONGODUMP))
+    # mongodump_compress: the fake's own gzip is stored (encrypted) unchanged, so it is the golden archive.
+    outcome = run_backup(plan, storage, engine=MongodumpEngine(plan.mongodb_uri, binary=FAKE_MONGODUMP,
+                                                               mongodump_compress=True))
     assert outcome.exit_code == 0, outcome.message
     info = storage.stat(outcome.name)
     golden = golden_archive_gz.read_bytes()
@@ -627,7 +629,8 @@ def test_the_bytes_of_an_encrypted_upload_in_flight_are_already_ciphertext(
     outcomes = []
     runner = threading.Thread(target=lambda: outcomes.append(run_backup(
         plan, LocalStorage(where), cancel=cancel,
-        engine=MongodumpEngine(plan.mongodb_uri, binary=FAKE_MONGODUMP, grace_seconds=2))))
+        # mongodump's own gzip (as the fake writes it, slowly): its bytes reach the encryption as they come.
+        engine=MongodumpEngine(plan.mongodb_uri, binary=FAKE_MONGODUMP, grace_seconds=2, mongodump_compress=True))))
     runner.start()
     try:
         partial: list[Path] = []

@@ -92,7 +92,7 @@ def load_source(client: MongoClient[dict[str, Any]]) -> Source:
     users.create_index([("age", ASCENDING), ("created", DESCENDING)], name="age_created")
 
     sessions = client[shop].sessions
-    sessions.insert_many([{"user": i, "at": datetime.datetime(2024, 5, 1) + datetime.timedelta(hours=i)}
+    sessions.insert_many([{"user": i, "at": datetime.datetime(2124, 5, 1) + datetime.timedelta(hours=i)}
                           for i in range(40)])
     sessions.create_index("at", expireAfterSeconds=3600)
 

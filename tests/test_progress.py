@@ -28,6 +28,7 @@ from backup_exporter.archive.counting import ArchiveCounter
 from backup_exporter.cli.progress import Snapshot, describe, describe_read, fraction_done
 from backup_exporter.mongo.estimate import NamespaceEstimate, WorkEstimate, estimate_work
 from tests.cli_helpers import FAKE_MONGODUMP, base_env
+from tests.faultproxy import fault_proxy
 
 GOLDEN_GZ = Path(__file__).parent / "data" / "mongodump-100.8.0-sample.archive.gz"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\r")
@@ -172,7 +173,12 @@ plans:
 def test_on_a_terminal_run_now_shows_a_percentage_growing_to_100_an_eta_and_clean_log_lines(
         big_prefix: str, mongo_uri: str, tmp_path: Path) -> None:
     config = local_native_config(tmp_path, f"{big_prefix}_*")
-    code, raw, out = run_on_terminal(["run-now", "--config", str(config)], base_env(MONGODB_URI=mongo_uri))
+    # Through a bandwidth-limited proxy the ~10 MiB dump takes a few seconds (it takes one unthrottled), so
+    # the line is seen growing and estimating its end.
+    with fault_proxy(int(mongo_uri.split(":")[2].split("/")[0]), http=False) as proxy:
+        proxy.bandwidth(3 << 20)
+        code, raw, out = run_on_terminal(["run-now", "--config", str(config)], base_env(
+            MONGODB_URI=f"mongodb://127.0.0.1:{proxy.port}/?directConnection=true"))
     text = ANSI.sub("\n", raw.decode(errors="replace"))
     assert code == 0, text
     assert out.count("\t") == 2  # NAME, SIZE, SHA256 on stdout, untouched by the progress line

@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,6 +28,7 @@ from backup_exporter.storage.local import LocalStorage
 from tests import dataset, servers
 from tests.cli_helpers import backupctl, base_env, start_backupctl
 from tests.mongo_tools import MongoTools
+from tests.process_watch import ArgvWatcher
 from tests.test_native_engine import auth_server  # noqa: F401  (a fixture: user backup / right-password)
 
 PASSWORD = "right-password"
@@ -54,52 +54,6 @@ plans:
     include: ["{db}.*"]
 {extra}""")
     return path
-
-
-def _descends_from(pid: int, ancestor: int) -> bool:
-    """Return whether process `pid` is `ancestor` or one of its descendants (other programs on the
-    machine are not this suite's business)."""
-    for _ in range(64):
-        if pid == ancestor:
-            return True
-        if pid <= 1:
-            return False
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            return False
-        pid = int(stat.rsplit(")", 1)[1].split()[1])
-    return False
-
-
-class ArgvWatcher:
-    """Reads every process's /proc/*/cmdline while a run is in progress, to prove no argv holds a secret."""
-
-    def __init__(self) -> None:
-        self.seen: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-
-    def __enter__(self) -> ArgvWatcher:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _watch(self) -> None:
-        while not self._stop.is_set():
-            for entry in Path("/proc").iterdir():
-                if entry.name.isdigit() and _descends_from(int(entry.name), os.getpid()):
-                    try:
-                        self.seen.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
-                    except OSError:
-                        pass
-            time.sleep(0.02)
-
-    def tool_argv(self, name: str) -> list[str]:
-        return [line for line in self.seen if f"/{name} " in line and "--archive" in line]
 
 
 @pytest.fixture(scope="module")
