@@ -41,6 +41,7 @@ class PlanSnapshot:
     runs_skipped: int = 0
     uploaded_bytes: int = 0
     retention_deleted: int = 0
+    retention_failures: int = 0  # retention runs refused by storage (WORM, legal hold, lease, rights)
     record: PlanStatus | None = None  # the status record last loaded or written, if any
 
     def runs(self, result: str) -> int:
@@ -110,6 +111,9 @@ class PlanStates:
     def add_retention_deleted(self, plan: str, count: int) -> None:
         if count > 0:
             self._add(plan, "retention_deleted", count)
+
+    def add_retention_failure(self, plan: str) -> None:
+        self._add(plan, "retention_failures", 1)
 
     # -- from the daemon and housekeeping -------------------------------------------------------------------
 

@@ -81,12 +81,17 @@ class BackupCollector(Collector):
                                            "Archive bytes uploaded to storage by this process.", labels=["plan"])
             deleted = CounterMetricFamily("backup_retention_deleted",
                                           "Backups deleted by the retention policy by this process.", labels=["plan"])
+            refused = CounterMetricFamily("backup_retention_failures",
+                                          "Retention runs that failed (storage refused a delete: immutability, "
+                                          "legal hold, a lease, missing rights; or the listing failed).",
+                                          labels=["plan"])
             for snapshot in snapshots:
                 for result in RESULTS:
                     runs.add_metric([snapshot.plan, result], snapshot.runs(result))
                 uploaded.add_metric([snapshot.plan], snapshot.uploaded_bytes)
                 deleted.add_metric([snapshot.plan], snapshot.retention_deleted)
-            yield from (runs, uploaded, deleted)
+                refused.add_metric([snapshot.plan], snapshot.retention_failures)
+            yield from (runs, uploaded, deleted, refused)
         yield InfoMetricFamily("backup_exporter_build", "Version of backup_exporter and Python.",
                                value={"version": __version__, "python_version": platform.python_version()})
 
