@@ -29,11 +29,13 @@ from backup_exporter.archive import encryption
 from backup_exporter.core import naming
 from backup_exporter.core.cancel import CancelToken
 from backup_exporter.core.errors import ConfigError, DecryptionFailed, ExitCode, StorageError, WrongIdentity
+from backup_exporter.core.plan_state import PlanStates
 from backup_exporter.engines.mongodump import MongodumpEngine
 from backup_exporter.operations.housekeeping import run_restore_check
 from backup_exporter.operations.run import run_backup
 from backup_exporter.operations.verify import verify_backup
 from backup_exporter.repository import backups, records
+from backup_exporter.serve.metrics import metrics_registry
 from backup_exporter.storage.local import LocalStorage
 from backup_exporter.system.execute import Command
 from tests import dataset, servers
@@ -657,3 +659,36 @@ def test_no_child_process_inherits_the_identity_text(monkeypatch: pytest.MonkeyP
     command.wait()
     command.close()
     assert "PATH=" in seen and "BACKUP_AGE_IDENTITY" not in seen and key.secret not in seen
+
+
+def test_verify_verdicts_are_kept_per_depth_and_exported_as_stored_or_deep(
+        tmp_path: Path, source: tuple[str, dict[str, int]], mongo_uri: str) -> None:
+    prefix, _counts = source
+    key = Key(tmp_path)
+    storage_dir = tmp_path / "backups"
+    cfg = write_config(tmp_path, local_yaml(storage_dir), prefix, [key.public])
+    env = base_env(MONGODB_URI=mongo_uri)
+    made = backupctl(["run-now", "--config", str(cfg)], env)
+    assert made.returncode == 0, made.stderr
+    name = made.stdout.split("\t")[0]
+    shallow = backupctl(["verify", name, "--config", str(cfg)], env)
+    deep = backupctl(["verify", name, "--deep", "--identity-file", str(key.path), "--config", str(cfg)], env)
+    assert shallow.returncode == 0 and deep.returncode == 0, shallow.stderr + deep.stderr
+    storage = LocalStorage(storage_dir)
+    state = PlanStates(["main"])
+    registry = metrics_registry(state)
+    state.apply_status(records.load(storage, "prod/main/_status.json", "main"))
+    for depth in ("stored", "deep"):
+        assert registry.get_sample_value("backup_last_verify_success", {"plan": "main", "depth": depth}) == 1
+        assert (registry.get_sample_value("backup_last_verify_timestamp_seconds",
+                                          {"plan": "main", "depth": depth}) or 0) > 0
+    # A changed byte: the stored-bytes verify fails, and says so in the metric; the deep verdict stays.
+    blob = storage_dir / name
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    broken = backupctl(["verify", name, "--config", str(cfg)], env)
+    assert broken.returncode == 65, broken.stderr
+    state.apply_status(records.load(storage, "prod/main/_status.json", "main"))
+    assert registry.get_sample_value("backup_last_verify_success", {"plan": "main", "depth": "stored"}) == 0
+    assert registry.get_sample_value("backup_last_verify_success", {"plan": "main", "depth": "deep"}) == 1

@@ -36,6 +36,7 @@ EXPECTED_ALERTS = {
     "BackupSizeDropped": "warning",
     "BackupPushgatewayStale": "warning",
     "BackupPushFailed": "warning",
+    "BackupVerifyFailed": "warning",
 }
 # Alerts whose series have no plan label (the rest must name the plan in their description).
 PLANLESS = {"BackupExporterDown", "BackupMetricsAbsent"}

@@ -12,6 +12,12 @@ import pytest
 from azure.storage.blob import BlobLeaseClient, ContainerClient
 from pymongo import MongoClient
 
+from backup_exporter import config as config_module
+from backup_exporter.core.errors import StorageError
+from backup_exporter.core.plan_state import PlanStates
+from backup_exporter.operations.housekeeping import prune_plan
+from backup_exporter.serve.metrics import metrics_registry
+from backup_exporter.storage.azure import AzureStorage
 from tests import dataset
 from tests.cli_helpers import backupctl, base_env, native_azure_config
 
@@ -64,3 +70,22 @@ def test_retention_after_a_backup_that_cannot_delete_is_logged_as_an_error_and_t
     assert f"could not delete 1 of 2 blobs (first: {OLD}, HTTP 412 LeaseIdMissing)" in made.stderr
     names = {b.name for b in client.list_blobs()}
     assert name in names and OLD in names and OLDER not in names
+
+
+def test_a_retention_the_storage_refuses_is_counted_in_backup_retention_failures_total(
+        client: ContainerClient, container: str, azure_connection_string: str) -> None:
+    cfg = config_module.from_mapping({
+        "storage": {"container": container, "connection_string": azure_connection_string},
+        "plans": {"main": {"mongodb_uri": "mongodb://127.0.0.1:1/", "prefix": "prod",
+                           "retention": {"keep_last": 1}}}}, {}, "test")
+    client.upload_blob("prod/main/2026-06-01T00-00-00Z.archive.gz", b"x", metadata={"sha256": "0", "size": "1"})
+    state = PlanStates(["main"])
+    registry = metrics_registry(state)
+    assert registry.get_sample_value("backup_retention_failures_total", {"plan": "main"}) == 0
+    storage = AzureStorage(container, connection_string=azure_connection_string)
+    try:
+        with pytest.raises(StorageError, match="could not delete"):
+            prune_plan(storage, cfg.plans["main"], state)
+    finally:
+        storage.close()
+    assert registry.get_sample_value("backup_retention_failures_total", {"plan": "main"}) == 1

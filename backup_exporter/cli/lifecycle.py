@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,15 +23,20 @@ from backup_exporter.cli.options import CONTEXT_SETTINGS, with_config
 from backup_exporter.cli.progress import ReadProgressLine
 from backup_exporter.cli.status import selected_plans
 from backup_exporter.config import Config, PlanConfig
+from backup_exporter.core import naming
 from backup_exporter.core.cancel import CancelToken
-from backup_exporter.core.errors import BackupError, ExitCode, UsageError
+from backup_exporter.core.errors import ArchiveError, BackupError, ExitCode, UsageError
 from backup_exporter.core.naming import plan_prefix
 from backup_exporter.core.redact import mask_uri
 from backup_exporter.operations import listing, verify
 from backup_exporter.operations import restore as restoring
 from backup_exporter.operations.housekeeping import prune_plan
+from backup_exporter.repository import records
+from backup_exporter.repository.reading import is_encrypted
 from backup_exporter.storage.base import Storage
 from backup_exporter.storage.factory import open_storage
+
+log = logging.getLogger(__name__)
 
 # `NAME | --latest [--plan P]`, shared by verify and restore.
 _BACKUP_ARGUMENT = click.argument("backup", required=False, metavar="[NAME]")
@@ -123,13 +130,19 @@ def verify_backup(cfg: Config, backup: str | None, latest: bool, plan: str | Non
     try:
         plan_config, name = _resolve(storage, cfg, backup, latest, plan)
         identities = _identities(identity_file, plan_config) if deep else None
-        if sys.stderr.isatty() and not quiet:
-            with ReadProgressLine(storage.stat(name).size) as line:
-                report = verify.verify_backup(storage, name, deep=deep, identities=identities, cancel=cancel,
-                                              on_read=line.add)
-                line.finish()
-        else:
-            report = verify.verify_backup(storage, name, deep=deep, identities=identities, cancel=cancel)
+        depth = "deep" if deep or not is_encrypted(storage.stat(name)) else "stored"
+        try:
+            if sys.stderr.isatty() and not quiet:
+                with ReadProgressLine(storage.stat(name).size) as line:
+                    report = verify.verify_backup(storage, name, deep=deep, identities=identities,
+                                                  cancel=cancel, on_read=line.add)
+                    line.finish()
+            else:
+                report = verify.verify_backup(storage, name, deep=deep, identities=identities, cancel=cancel)
+        except ArchiveError as exc:
+            _record_verify(storage, plan_config, name, depth, False, exc.message)
+            raise
+        _record_verify(storage, plan_config, name, depth, True, "ok")
     finally:
         storage.close()
     if not report.contents_checked:
@@ -145,6 +158,19 @@ def verify_backup(cfg: Config, backup: str | None, latest: bool, plan: str | Non
         print(f"  {ns:50} {count:>10} documents")
     print(f"  {'total':50} {report.documents:>10} documents")
     return 0
+
+
+def _record_verify(storage: Storage, plan: PlanConfig | None, name: str, depth: str, success: bool,
+                   message: str) -> None:
+    """Keep the verdict beside the plan's status, for backup_last_verify_*{depth}; a backup outside every
+    plan's folder, or storage refusing the write, only costs the record (logged), never the verdict."""
+    if plan is None:
+        return
+    verdict = {"time": time.time(), "success": success, "backup": name, "message": message[:300]}
+    try:
+        records.save_verify(storage, naming.status_name(plan.prefix, plan.name), depth, verdict)
+    except BackupError as exc:
+        log.warning("could not record the verify verdict of plan %s: %s", plan.name, exc.message)
 
 
 def target_uri(value: str | None) -> str:

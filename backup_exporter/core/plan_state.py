@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from backup_exporter.core.status import SUCCESS, PlanStatus
@@ -36,11 +36,13 @@ class PlanSnapshot:
     stored_bytes: int = 0
     restore_check_time: float = 0.0  # the last restore drill
     restore_check_success: bool = False
+    verify: dict[str, tuple[float, bool]] = field(default_factory=dict)  # depth -> (time, success)
     runs_success: int = 0  # counters since this process started
     runs_failure: int = 0
     runs_skipped: int = 0
     uploaded_bytes: int = 0
     retention_deleted: int = 0
+    retention_failures: int = 0  # retention runs refused by storage (WORM, legal hold, lease, rights)
     record: PlanStatus | None = None  # the status record last loaded or written, if any
 
     def runs(self, result: str) -> int:
@@ -111,6 +113,9 @@ class PlanStates:
         if count > 0:
             self._add(plan, "retention_deleted", count)
 
+    def add_retention_failure(self, plan: str) -> None:
+        self._add(plan, "retention_failures", 1)
+
     # -- from the daemon and housekeeping -------------------------------------------------------------------
 
     def set_stored(self, plan: str, backups: int, total_bytes: int) -> None:
@@ -139,6 +144,9 @@ def _from_record(record: PlanStatus) -> dict[str, Any]:
         attempt = record.last_attempt
         changes.update(last_exit_code=attempt.exit_code, last_attempt=attempt.started,
                        last_duration=attempt.duration)
+    if record.verify:
+        changes["verify"] = {depth: (float(v.get("time", 0.0)), bool(v.get("success")))
+                             for depth, v in record.verify.items()}
     check = record.restore_check
     if check.get("time"):
         changes.update(restore_check_time=float(check["time"]), restore_check_success=bool(check.get("success")))

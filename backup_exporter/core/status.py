@@ -55,6 +55,9 @@ class PlanStatus:
     last_success: Attempt | None = None
     restore_check: dict[str, Any] = field(default_factory=dict)  # {"time": float, "success": bool, ...}
     running: Running | None = None  # the attempt under way (or one that died without recording its end)
+    # The last `backupctl verify` per depth: "stored" (sha256 and size of the stored bytes only: an
+    # encrypted backup verified without its key) or "deep" (the archive inside walked, every CRC checked).
+    verify: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def recorded(self, attempt: Attempt) -> PlanStatus:
         """Return the status after `attempt`: last_success moves only when the attempt succeeded; the
@@ -62,13 +65,14 @@ class PlanStatus:
         return PlanStatus(
             plan=self.plan, last_attempt=attempt,
             last_success=attempt if attempt.result == SUCCESS else self.last_success,
-            restore_check=dict(self.restore_check))
+            restore_check=dict(self.restore_check), verify=dict(self.verify))
 
     def starting(self, running: Running) -> PlanStatus:
         """Return the status with `running` under way; an earlier attempt that never finished is first
         recorded as the failure it was."""
         settled = self.abandoned() if self.running is not None else self
-        return replace(settled, running=running, restore_check=dict(settled.restore_check))
+        return replace(settled, running=running, restore_check=dict(settled.restore_check),
+                       verify=dict(settled.verify))
 
     def abandoned(self) -> PlanStatus:
         """Return the status with its `running` attempt recorded as a failure (exit 137): call it when no
@@ -86,6 +90,7 @@ class PlanStatus:
         """Return the record of runs; the restore-check verdict lives in its own object (see load)."""
         data = asdict(self)
         data.pop("restore_check")
+        data.pop("verify")
         return json.dumps(data, sort_keys=True, indent=1).encode()
 
     @classmethod
@@ -105,6 +110,15 @@ class PlanStatus:
                 running=Running(**raw["running"]) if raw.get("running") else None)
         except (ValueError, TypeError, KeyError) as exc:
             raise StorageError(f"status record of plan '{plan}' is unreadable: {exc}") from None
+
+
+VERIFY_DEPTHS = ("stored", "deep")
+
+
+def verify_name(status_name: str) -> str:
+    """Return the object beside `status_name` that holds the plan's last verify verdicts (written by
+    `backupctl verify`, which takes no lock)."""
+    return status_name.rsplit("/", 1)[0] + "/_verify.json" if "/" in status_name else "_verify.json"
 
 
 def restore_check_name(status_name: str) -> str:

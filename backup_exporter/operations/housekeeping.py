@@ -42,8 +42,15 @@ def refresh_stored(cfg: Config, storage: Storage, state: PlanStates, plans: list
 def prune_plan(storage: Storage, plan: PlanConfig, state: PlanStates | None, *, dry_run: bool = False,
                now: datetime | None = None) -> PruneReport:
     """Apply the plan's retention policy; return the PruneReport. Raises StorageError."""
-    report = prune(storage, plan.prefix, plan.name, plan.retention, now or datetime.now(UTC),
-                             dry_run=dry_run)
+    try:
+        report = prune(storage, plan.prefix, plan.name, plan.retention, now or datetime.now(UTC),
+                       dry_run=dry_run)
+    except BackupError:
+        # Storage that refuses deletes (immutability, legal hold) fails retention loudly: logged by the
+        # caller, counted here for backup_retention_failures_total.
+        if state is not None and not dry_run:
+            state.add_retention_failure(plan.name)
+        raise
     if state is not None and not dry_run:
         state.add_retention_deleted(plan.name, len(report.deleted))
         state.set_stored(plan.name, len(report.kept), sum(d.size for d in report.kept))

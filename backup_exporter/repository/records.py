@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from backup_exporter.core.errors import StorageError
-from backup_exporter.core.status import PlanStatus, restore_check_name
+from backup_exporter.core.status import VERIFY_DEPTHS, PlanStatus, restore_check_name, verify_name
 from backup_exporter.storage.base import Storage
 
 
@@ -32,7 +32,29 @@ def load(storage: Storage, name: str, plan: str) -> PlanStatus:
             raise StorageError(f"restore-check record of plan '{plan}' is unreadable: {exc} "
                                f"({check_name} in {storage.describe()})") from None
         record.restore_check = verdict
+    verified = storage.get(verify_name(name))
+    if verified:
+        try:
+            verdicts = json.loads(verified)
+            record.verify = {depth: dict(verdicts[depth]) for depth in VERIFY_DEPTHS
+                             if isinstance(verdicts, dict) and isinstance(verdicts.get(depth), dict)}
+        except (ValueError, TypeError) as exc:
+            raise StorageError(f"verify record of plan '{plan}' is unreadable: {exc} "
+                               f"({verify_name(name)} in {storage.describe()})") from None
     return record
+
+
+def save_verify(storage: Storage, status_name: str, depth: str, verdict: dict[str, Any]) -> None:
+    """Store the verdict of a `backupctl verify` of `depth` (stored | deep) beside the plan's status, keeping
+    the other depth's. Raises StorageError."""
+    name = verify_name(status_name)
+    try:
+        current = json.loads(storage.get(name) or b"{}")
+    except ValueError:
+        current = {}
+    current = current if isinstance(current, dict) else {}
+    current[depth] = verdict
+    storage.put(name, json.dumps(current, sort_keys=True).encode())
 
 
 def save_restore_check(storage: Storage, status_name: str, verdict: dict[str, Any]) -> None:

@@ -74,6 +74,20 @@ class BackupCollector(Collector):
             for snapshot in snapshots:
                 gauge.add_metric([snapshot.plan], float(value(snapshot)))
             yield gauge
+        # The last `backupctl verify` of each depth (none until one ran): "stored" checked the stored bytes
+        # only (an encrypted backup without its key), "deep" also walked the archive and every CRC.
+        verified_at = GaugeMetricFamily("backup_last_verify_timestamp_seconds",
+                                        "UNIX time of the plan's last backupctl verify, by depth (stored: the "
+                                        "stored bytes' sha256 and size; deep: also the archive inside).",
+                                        labels=["plan", "depth"])
+        verified_ok = GaugeMetricFamily("backup_last_verify_success",
+                                        "1 if the plan's last backupctl verify of that depth passed, else 0.",
+                                        labels=["plan", "depth"])
+        for snapshot in snapshots:
+            for depth, (when, success) in sorted(snapshot.verify.items()):
+                verified_at.add_metric([snapshot.plan, depth], when)
+                verified_ok.add_metric([snapshot.plan, depth], 1.0 if success else 0.0)
+        yield from (verified_at, verified_ok)
         if self.counters:
             runs = CounterMetricFamily("backup_runs", "Runs of the plan by result (success, failure, skipped).",
                                        labels=["plan", "result"])
@@ -81,12 +95,17 @@ class BackupCollector(Collector):
                                            "Archive bytes uploaded to storage by this process.", labels=["plan"])
             deleted = CounterMetricFamily("backup_retention_deleted",
                                           "Backups deleted by the retention policy by this process.", labels=["plan"])
+            refused = CounterMetricFamily("backup_retention_failures",
+                                          "Retention runs that failed (storage refused a delete: immutability, "
+                                          "legal hold, a lease, missing rights; or the listing failed).",
+                                          labels=["plan"])
             for snapshot in snapshots:
                 for result in RESULTS:
                     runs.add_metric([snapshot.plan, result], snapshot.runs(result))
                 uploaded.add_metric([snapshot.plan], snapshot.uploaded_bytes)
                 deleted.add_metric([snapshot.plan], snapshot.retention_deleted)
-            yield from (runs, uploaded, deleted)
+                refused.add_metric([snapshot.plan], snapshot.retention_failures)
+            yield from (runs, uploaded, deleted, refused)
         yield InfoMetricFamily("backup_exporter_build", "Version of backup_exporter and Python.",
                                value={"version": __version__, "python_version": platform.python_version()})
 
