@@ -99,7 +99,8 @@ def test_mongodb_killed_mid_dump_fails_the_run_and_keeps_the_last_backup(
         elapsed = time.monotonic() - started
     assert run.returncode not in (0, 70), err
     assert "Traceback" not in err
-    assert elapsed < 60, f"the run took {elapsed:.0f} s to notice the dead server"
+    # Bounded by the driver's socket timeout (10 s here) plus mongodump's own reconnect attempts.
+    assert elapsed < 120, f"the run took {elapsed:.0f} s to notice the dead server"
     assert _archives(storage) == [good]
     record = _status(storage)
     assert record["last_success"] == success

@@ -120,6 +120,16 @@ def read_archive(data: bytes) -> ArchiveContent:
     return content
 
 
+def _unordered(value: Any) -> Any:
+    """Return `value` with every sub-document a plain dict: mongorestore re-emits index options (collation,
+    partial filters) in Go map order, which changes from run to run; only an index's key order matters."""
+    if isinstance(value, dict):
+        return {k: _unordered(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unordered(v) for v in value]
+    return value
+
+
 def server_state(client: MongoClient[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Every user namespace of a server: type, options, indexes (without the legacy ns), documents."""
     state = {}
@@ -133,7 +143,8 @@ def server_state(client: MongoClient[dict[str, Any]]) -> dict[str, dict[str, Any
                 continue
             is_view = info.get("type") == "view"
             indexes = [] if is_view else sorted(
-                ({k: v for k, v in dict(i).items() if k != "ns"} for i in db[name].list_indexes()),
+                ({k: (v if k == "key" else _unordered(v)) for k, v in dict(i).items() if k != "ns"}
+                 for i in db[name].list_indexes()),
                 key=lambda i: str(i["name"]))
             docs = [] if is_view else sorted(
                 hashlib.sha256(d.raw).hexdigest() for d in db.get_collection(name, codec_options=RAW).find())
