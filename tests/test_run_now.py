@@ -22,6 +22,7 @@ from backup_exporter.repository import backups
 from backup_exporter.storage.azure import AzureStorage
 from tests import dataset, servers
 from tests.cli_helpers import FAKE_MONGODUMP, backupctl, base_env, native_azure_config, start_backupctl
+from tests.test_progress import run_on_terminal
 
 GOLDEN_GZ = Path(__file__).parent / "data" / "mongodump-100.8.0-sample.archive.gz"
 
@@ -282,30 +283,12 @@ def test_a_missing_local_directory_is_a_storage_error_not_a_silent_new_folder(tm
 
 
 def test_on_a_terminal_run_now_shows_live_progress(tmp_path: Path) -> None:
-    import pty
-    import subprocess
-    import sys
-
     (tmp_path / "store").mkdir()
     env = base_env(MONGODB_URI="mongodb://127.0.0.1:1/", BACKUP_LOCAL_DIR=str(tmp_path / "store"),
                    BACKUP_ENGINE="mongodump", BACKUP_MONGODUMP_PATH=FAKE_MONGODUMP, FAKE_MONGODUMP_MODE="sleepy",
                    FAKE_MONGODUMP_SECONDS="2")
-    leader, follower = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "backup_exporter.cli.main", "run-now"], env=env,
-                            stdout=subprocess.PIPE, stderr=follower, stdin=subprocess.DEVNULL)
-    os.close(follower)
-    seen = b""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            chunk = os.read(leader, 4096)
-        except OSError:
-            break  # the terminal closed: the program exited
-        if not chunk:
-            break
-        seen += chunk
-    os.close(leader)
-    assert proc.wait(timeout=30) == 0
+    code, seen, _out = run_on_terminal(["run-now"], env, timeout=60)
+    assert code == 0
     text = seen.decode(errors="replace")
     assert "10,800 docs" in text and "uploaded" in text and "/s" in text
     # The server is unreachable: no estimate, so no percentage while it runs (never a wrong one), only the
