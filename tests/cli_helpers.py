@@ -21,14 +21,15 @@ def base_env(**overrides: str) -> dict[str, str]:
 
 
 def backupctl(args: Sequence[str], env: Mapping[str, str], timeout: float = 120,
-              input_text: str | None = None) -> subprocess.CompletedProcess[str]:
+              input_text: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run backupctl to its end; `cwd` (a test's own folder) lets the test find the tools it started."""
     return subprocess.run([sys.executable, "-m", "backup_exporter.cli.main", *args], env=dict(env), text=True,
-                          capture_output=True, timeout=timeout, input=input_text)
+                          capture_output=True, timeout=timeout, input=input_text, cwd=cwd)
 
 
-def start_backupctl(args: Sequence[str], env: Mapping[str, str]) -> subprocess.Popen[str]:
+def start_backupctl(args: Sequence[str], env: Mapping[str, str], cwd: Path | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "backup_exporter.cli.main", *args], env=dict(env), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd)
 
 
 def native_azure_config(path: Path, container: str, db_prefix: str, extra: str = "") -> Path:

@@ -150,12 +150,15 @@ def silent_server() -> Iterator[int]:
     listener.close()
 
 
-def mongodump_pids(tools: MongoTools) -> list[int]:
+def mongodump_pids(tools: MongoTools, cwd: Path) -> list[int]:
+    """Return the pids of the real mongodumps running in `cwd`: the test's own folder, which its backupctl
+    was started in (other test workers run mongodumps of their own; an orphan keeps its folder)."""
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if (entry / "cmdline").read_bytes().startswith(tools.mongodump.encode() + b"\0"):
+                if ((entry / "cmdline").read_bytes().startswith(tools.mongodump.encode() + b"\0")
+                        and (entry / "cwd").resolve() == cwd.resolve()):
                     pids.append(int(entry.name))
             except OSError:
                 pass
@@ -168,10 +171,10 @@ def test_a_hanging_real_mongodump_is_killed_at_the_plan_timeout(
     env = base_env(MONGODB_URI=f"mongodb://backup:{PASSWORD}@127.0.0.1:{silent_server}/?directConnection=true"
                                f"&serverSelectionTimeoutMS=600000&connectTimeoutMS=600000")
     started = time.monotonic()
-    result = backupctl(["run-now", "--config", str(cfg)], env, timeout=60)
+    result = backupctl(["run-now", "--config", str(cfg)], env, timeout=60, cwd=tmp_path)
     assert result.returncode == 124, result.stderr
     assert time.monotonic() - started < 30
-    assert mongodump_pids(mongo_tools) == []
+    assert mongodump_pids(mongo_tools, tmp_path) == []
     assert PASSWORD not in result.stderr
 
 
@@ -180,16 +183,16 @@ def test_sigterm_stops_backupctl_and_its_real_mongodump(
     cfg = write_config(tmp_path, mongo_tools, "any")
     env = base_env(MONGODB_URI=f"mongodb://127.0.0.1:{silent_server}/?directConnection=true"
                                f"&serverSelectionTimeoutMS=600000&connectTimeoutMS=600000")
-    process = start_backupctl(["run-now", "--config", str(cfg)], env)
+    process = start_backupctl(["run-now", "--config", str(cfg)], env, cwd=tmp_path)
     try:
-        servers.wait_until(lambda: bool(mongodump_pids(mongo_tools)), 30, "real mongodump to start")
+        servers.wait_until(lambda: bool(mongodump_pids(mongo_tools, tmp_path)), 30, "real mongodump to start")
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=40)
     finally:
         if process.poll() is None:
             process.kill()
     assert process.returncode == 143, stderr
-    servers.wait_until(lambda: not mongodump_pids(mongo_tools), 10, "mongodump to be gone")
+    servers.wait_until(lambda: not mongodump_pids(mongo_tools, tmp_path), 10, "mongodump to be gone")
     stored = json.loads((tmp_path / "store" / "prod" / "main" / "_status.json").read_text())
     assert stored["last_attempt"]["exit_code"] == 143
 
