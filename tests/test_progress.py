@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fcntl
 import gzip
+import io
 import os
 import pty
 import random
@@ -18,6 +19,7 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+import bson
 import pyte
 import pytest
 from bson import Binary
@@ -25,6 +27,7 @@ from pymongo import MongoClient
 
 from backup_exporter import archive
 from backup_exporter.archive.counting import ArchiveCounter
+from backup_exporter.archive.writer import ArchiveWriter
 from backup_exporter.cli.progress import Snapshot, describe, describe_read, fraction_done
 from backup_exporter.mongo.estimate import NamespaceEstimate, WorkEstimate, estimate_work
 from tests.cli_helpers import FAKE_MONGODUMP, base_env
@@ -52,6 +55,38 @@ def test_counting_an_archive_in_pieces_of_any_size_finds_every_document_and_its_
         assert counter.documents == summary.documents
         assert counter.data_bytes == sum(ns.bytes for ns in summary.namespaces.values())
         assert counter.namespaces == counter.namespaces_done == len(summary.namespaces)
+
+
+def test_counting_finds_every_namespace_s_documents_and_bytes() -> None:
+    data = gzip.decompress(GOLDEN_GZ.read_bytes())
+    summary = archive.verify_archive(archive.open_archive_stream(GOLDEN_GZ.open("rb")))
+    counter = ArchiveCounter()
+    for pos in range(0, len(data), 1000):
+        counter.feed(data[pos:pos + 1000])
+    assert {ns: (c.documents, c.data_bytes, c.done) for ns, c in counter.by_namespace.items()} == {
+        ns: (s.documents, s.bytes, True) for ns, s in summary.namespaces.items()}
+    assert counter.active() == []
+
+
+def test_counting_a_multiplexed_archive_tells_which_namespaces_are_under_way() -> None:
+    raw = io.BytesIO()
+    writer = ArchiveWriter(raw)
+    metas = [archive.CollectionMeta(db="shop", collection=c, metadata={"options": {}, "indexes": []})
+             for c in ("orders", "users")]
+    writer.write_prelude(archive.ArchiveHeader(), metas)
+    doc = bson.encode({"x": "y" * 20})
+    counter = ArchiveCounter()
+    writer.write_documents("shop", "orders", [doc] * 3)
+    writer.write_documents("shop", "users", [doc] * 2)  # the segments of two collections interleave
+    writer.write_documents("shop", "orders", [doc])
+    fed = raw.getvalue()
+    counter.feed(fed)
+    assert [(c.namespace, c.documents, c.data_bytes) for c in counter.active()] == [
+        ("shop.orders", 4, 4 * len(doc)), ("shop.users", 2, 2 * len(doc))]
+    writer.end_namespace("shop", "orders")
+    counter.feed(raw.getvalue()[len(fed):])
+    assert [c.namespace for c in counter.active()] == ["shop.users"]
+    assert counter.by_namespace["shop.orders"].done and counter.namespaces_done == 1
 
 
 def test_counting_stops_quietly_on_bytes_that_are_not_an_archive() -> None:
