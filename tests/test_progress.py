@@ -26,9 +26,9 @@ from bson import Binary
 from pymongo import MongoClient
 
 from backup_exporter import archive
-from backup_exporter.archive.counting import ArchiveCounter
+from backup_exporter.archive.counting import ArchiveCounter, NamespaceCount
 from backup_exporter.archive.writer import ArchiveWriter
-from backup_exporter.cli.progress import Snapshot, describe, describe_read, fraction_done
+from backup_exporter.cli.progress import Snapshot, describe, describe_collections, describe_read, fraction_done
 from backup_exporter.mongo.estimate import NamespaceEstimate, WorkEstimate, estimate_work
 from tests.cli_helpers import FAKE_MONGODUMP, base_env
 from tests.faultproxy import fault_proxy
@@ -134,6 +134,20 @@ def test_without_an_estimate_there_is_no_percentage(state: str) -> None:
     assert text.startswith("estimating the work..." if state == "pending" else "estimate unavailable")
 
 
+def test_each_collection_under_way_is_shown_against_its_own_estimate_at_most_four() -> None:
+    active = [NamespaceCount("shop.orders", 250, 25_000), NamespaceCount("shop.users", 1500, 150_000),
+              NamespaceCount("shop.new", 10, 1_000)] + [NamespaceCount(f"db.c{i}", 1, 100) for i in range(3)]
+    lines = describe_collections(active, ESTIMATE)
+    assert [text for _, text in lines] == [
+        "shop.orders   25%  250/1,000 docs  24.4 KiB/97.7 KiB",
+        "shop.users  beyond estimate  1,500 docs  146.5 KiB",
+        "shop.new  10 docs  1000 B  (no estimate)",
+        "db.c0  1 docs  100 B  (no estimate)",
+        "and 2 more collection(s) under way"]
+    assert [part for part, _ in lines] == [0.25, None, None, None, None]
+    assert [text for _, text in describe_collections(active[:1], None)] == ["shop.orders  250 docs  24.4 KiB"]
+
+
 def test_a_finished_run_shows_100_percent() -> None:
     assert describe(snap(finished=True)).startswith("100%  done")
 
@@ -217,13 +231,15 @@ def test_on_a_terminal_run_now_shows_a_percentage_growing_to_100_an_eta_and_clea
     text = ANSI.sub("\n", raw.decode(errors="replace"))
     assert code == 0, text
     assert out.count("\t") == 2  # NAME, SIZE, SHA256 on stdout, untouched by the progress line
-    percentages = [int(p) for p in re.findall(r"(\d+)%", text)]
+    percentages = [int(p) for p in re.findall(r"(\d+)%  (?:ETA|done)", text)]  # the total line
     assert percentages, text
     assert percentages[-1] == 100
     assert any(p < 100 for p in percentages), "the percentage is seen growing, not only at the end"
     assert percentages == sorted(percentages), percentages
     assert "20,000 docs" in text
     assert re.search(r"ETA \d+m\d+s", text), text
+    # Below it, a line per collection being dumped, against that collection's own estimate.
+    assert re.search(rf"{big_prefix}_shop\.(orders|users)  +\d+%  [\d,]+/(12,000|8,000) docs", text), text
     # What stays on the screen: the log lines, each on its own line; the progress line is gone.
     lines = screen_of(raw)
     assert any("backup started" in line for line in lines) and any("backup stored" in line for line in lines)
@@ -248,13 +264,21 @@ def test_a_read_line_shows_the_part_of_the_recorded_size_read() -> None:
     assert describe_read(100, 100, 10.0, 5.0, finished=True).startswith("100%  done")
 
 
-def test_on_a_terminal_verify_shows_its_progress_and_leaves_only_its_report(
-        big_prefix: str, mongo_uri: str, tmp_path: Path) -> None:
-    config = local_native_config(tmp_path, f"{big_prefix}_shop.users")
-    env = base_env(MONGODB_URI=mongo_uri)
+@pytest.fixture(scope="module")
+def users_backup(big_prefix: str, mongo_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Return the configuration of a plan whose latest backup holds `<big_prefix>_shop.users` (8000
+    documents, about 4 MiB)."""
+    config = local_native_config(tmp_path_factory.mktemp("users"), f"{big_prefix}_shop.users")
     made = subprocess.run([sys.executable, "-m", "backup_exporter.cli.main", "run-now", "--config", str(config)],
-                          env=env, text=True, capture_output=True, timeout=120)
+                          env=base_env(MONGODB_URI=mongo_uri), text=True, capture_output=True, timeout=120)
     assert made.returncode == 0, made.stderr
+    return config
+
+
+def test_on_a_terminal_verify_shows_its_progress_and_leaves_only_its_report(
+        users_backup: Path, mongo_uri: str) -> None:
+    config = users_backup
+    env = base_env(MONGODB_URI=mongo_uri)
     code, raw, out = run_on_terminal(["verify", "--latest", "--config", str(config)], env)
     text = ANSI.sub("\n", raw.decode(errors="replace"))
     assert code == 0, text
@@ -263,6 +287,43 @@ def test_on_a_terminal_verify_shows_its_progress_and_leaves_only_its_report(
     assert percentages and percentages[-1] == 100 and percentages == sorted(percentages), text
     assert "100%  done" in text
     assert not any("%" in line for line in screen_of(raw)), "the line is cleared at the end"
+
+
+@pytest.mark.parametrize("engine", ["native", "mongorestore"])
+def test_on_a_terminal_restore_shows_the_part_read_an_eta_and_clean_log_lines(
+        engine: str, big_prefix: str, users_backup: Path, mongo_uri: str,
+        mongo_client: MongoClient, request: pytest.FixtureRequest) -> None:  # type: ignore[type-arg]
+    env = base_env(MONGODB_URI=mongo_uri)
+    if engine == "mongorestore":
+        env = request.getfixturevalue("mongo_tools").path_env(env)
+    config = users_backup
+    target = f"{big_prefix}_r{engine[:3]}"
+    port = int(mongo_uri.split(":")[2].split("/")[0])
+    try:
+        # Through a bandwidth-limited proxy the ~4 MiB restore takes a few seconds, so the line is seen
+        # growing and estimating its end.
+        with fault_proxy(port, http=False) as proxy:
+            proxy.bandwidth(2 << 20)
+            code, raw, out = run_on_terminal(
+                ["restore", "--latest", "--config", str(config), "--engine", engine, "--yes",
+                 "--to", f"mongodb://127.0.0.1:{proxy.port}/?directConnection=true",
+                 "--ns-from", f"{big_prefix}_shop.*", "--ns-to", f"{target}.*"], env)
+        text = ANSI.sub("\n", raw.decode(errors="replace"))
+        assert code == 0, text
+        assert "8000 documents" in out
+        assert mongo_client[target]["users"].count_documents({}) == 8000
+    finally:
+        mongo_client.drop_database(target)
+    percentages = [int(p) for p in re.findall(r"(\d+)%  (?:ETA|done)", text)]
+    assert percentages and percentages[-1] == 100 and percentages == sorted(percentages), text
+    assert any(p < 100 for p in percentages), "the percentage is seen growing, not only at the end"
+    assert re.search(r"ETA \d+m\d+s", text), text
+    lines = screen_of(raw)
+    if engine == "mongorestore":  # mongorestore's own lines pass through the log, above the line
+        assert any("mongorestore: " in line for line in lines), lines
+    for line in lines:
+        assert LOG_LINE.match(line), f"not a clean log line: {line!r}"
+        assert "%  ETA" not in line and "%  done" not in line
 
 
 def test_quiet_keeps_the_terminal_free_of_the_progress_line(tmp_path: Path) -> None:

@@ -232,11 +232,12 @@ def _confirm(question: str) -> bool:
 @click.option("--check", is_flag=True, help="restore drill: compare document counts afterwards")
 @click.option("--engine", type=click.Choice(["auto", "mongorestore", "native"]), default="auto",
               help="auto: mongorestore when on PATH, else native")
+@click.option("--quiet", is_flag=True, help="no progress line on a terminal")
 @_IDENTITY_OPTION
 @with_config
 def restore_backup(cfg: Config, backup: str | None, latest: bool, plan: str | None, to: str | None,
                    ns_include: tuple[str, ...], ns_from: tuple[str, ...], ns_to: tuple[str, ...], drop: bool,
-                   dry_run: bool, yes: bool, check: bool, engine: str, identity_file: str | None) -> int:
+                   dry_run: bool, yes: bool, check: bool, engine: str, quiet: bool, identity_file: str | None) -> int:
     uri = target_uri(to)
     if len(ns_from) != len(ns_to):
         raise UsageError("--ns-from and --ns-to pair up: give each the same number of times")
@@ -258,9 +259,17 @@ def restore_backup(cfg: Config, backup: str | None, latest: bool, plan: str | No
                         f"restore into {len(busy)} non-empty collection(s) ({', '.join(busy[:3])}...)")
                 if not _confirm(f"This will {what} at {mask_uri(uri)}. Continue?"):
                     raise UsageError(f"refusing to {what} without confirmation: pass --yes")
-        report = restoring.restore(storage, name, target_uri=uri, ns_include=ns_include, ns_from=ns_from,
-                                   ns_to=ns_to, drop=drop, dry_run=dry_run, mongorestore=binary, check=check,
-                                   identities=identities, cancel=cancel)
+        if sys.stderr.isatty() and not quiet:
+            with ReadProgressLine(storage.stat(name).size) as line:
+                report = restoring.restore(storage, name, target_uri=uri, ns_include=ns_include,
+                                           ns_from=ns_from, ns_to=ns_to, drop=drop, dry_run=dry_run,
+                                           mongorestore=binary, check=check, identities=identities,
+                                           cancel=cancel, on_read=line.add)
+                line.finish()
+        else:
+            report = restoring.restore(storage, name, target_uri=uri, ns_include=ns_include, ns_from=ns_from,
+                                       ns_to=ns_to, drop=drop, dry_run=dry_run, mongorestore=binary,
+                                       check=check, identities=identities, cancel=cancel)
     finally:
         storage.close()
     print(report.summary())
