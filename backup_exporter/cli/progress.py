@@ -1,11 +1,12 @@
-"""The live progress lines of `run-now` and `verify` on a terminal (stderr), drawn with rich.
+"""The live progress lines of `run-now`, `verify` and `restore` on a terminal (stderr), drawn with rich.
 
-Before the dump the work is estimated from the server's stats (mongo/estimate.py, in a thread, so a slow or
-unreachable server never delays the run); the line then shows the percentage of source bytes read, the
-documents and source bytes done of the estimate, the source throughput and an ETA. Without an estimate it
-says "estimate unavailable", and past it "beyond estimate", rather than a wrong percentage. Log lines are
-printed above the line (rich clears it, prints the line, draws it again), and it is cleared when the run
-ends. `verify` shows the bytes read of the blob's recorded size the same way. Nothing here runs when stderr
+Before the dump the work is estimated from the server's stats (operations/estimating.py, in a thread, so a
+slow or unreachable server never delays the run); the line then shows the percentage of source bytes read,
+the documents and source bytes done of the estimate, the source throughput and an ETA, and below it a line
+per collection being dumped against that collection's estimate. Without an estimate it says "estimate
+unavailable", and past it "beyond estimate", rather than a wrong percentage. Log lines are printed above
+the line (rich clears it, prints the line, draws it again), and it is cleared when the run ends. `verify`
+and `restore` show the bytes read of the blob's recorded size the same way. Nothing here runs when stderr
 is not a terminal.
 """
 
@@ -286,7 +287,7 @@ def describe_read(done: int, total: int, rate: float | None, elapsed: float, fin
 
 
 class ReadProgressLine(LiveLine):
-    """The line of reading a stored backup of `total` bytes (verify): feed each chunk read to `add`."""
+    """The line of reading a stored backup of `total` bytes (verify, restore): feed each chunk read to `add`."""
 
     def __init__(self, total: int, console: Console | None = None, refresh_per_second: float = 4) -> None:
         super().__init__(console, refresh_per_second)
