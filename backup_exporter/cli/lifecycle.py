@@ -216,7 +216,8 @@ def _confirm(question: str) -> bool:
 
 @click.command("restore", context_settings=CONTEXT_SETTINGS, short_help="restore a backup into a MongoDB",
                help="Stream backup NAME (or the plan's --latest) into the MongoDB at --to, with mongorestore "
-                    "or the native restorer.")
+                    "or the native restorer. On a terminal, stderr shows the bytes read of the backup's size: "
+                    "percentage, throughput, ETA.")
 @_BACKUP_ARGUMENT
 @_LATEST_OPTION
 @_PLAN_OPTION
