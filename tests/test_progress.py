@@ -326,6 +326,20 @@ def test_on_a_terminal_restore_shows_the_part_read_an_eta_and_clean_log_lines(
         assert "%  ETA" not in line and "%  done" not in line
 
 
+def test_restore_prints_no_progress_off_a_terminal_nor_with_quiet(users_backup: Path, mongo_uri: str) -> None:
+    env = base_env(MONGODB_URI=mongo_uri)
+    argv = ["restore", "--latest", "--config", str(users_backup), "--engine", "native", "--dry-run",
+            "--to", mongo_uri]
+    piped = subprocess.run([sys.executable, "-m", "backup_exporter.cli.main", *argv], env=env, text=True,
+                           capture_output=True, timeout=120)
+    assert piped.returncode == 0, piped.stderr
+    assert "8000 documents" in piped.stdout
+    assert piped.stderr == ""
+    code, raw, out = run_on_terminal([*argv, "--quiet"], env)
+    assert code == 0 and "8000 documents" in out, raw
+    assert raw == b"", raw
+
+
 def test_quiet_keeps_the_terminal_free_of_the_progress_line(tmp_path: Path) -> None:
     (tmp_path / "store").mkdir()
     env = base_env(MONGODB_URI="mongodb://127.0.0.1:1/", BACKUP_LOCAL_DIR=str(tmp_path / "store"),
