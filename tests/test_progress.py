@@ -17,6 +17,7 @@ import termios
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import bson
@@ -28,8 +29,10 @@ from pymongo import MongoClient
 from backup_exporter import archive
 from backup_exporter.archive.counting import ArchiveCounter, NamespaceCount
 from backup_exporter.archive.writer import ArchiveWriter
+from backup_exporter.cli.lifecycle import _read_total
 from backup_exporter.cli.progress import Snapshot, describe, describe_collections, describe_read, fraction_done
 from backup_exporter.mongo.estimate import NamespaceEstimate, WorkEstimate, estimate_work
+from backup_exporter.storage.base import ObjectInfo
 from tests.cli_helpers import FAKE_MONGODUMP, base_env
 from tests.faultproxy import fault_proxy
 
@@ -324,6 +327,17 @@ def test_on_a_terminal_restore_shows_the_part_read_an_eta_and_clean_log_lines(
     for line in lines:
         assert LOG_LINE.match(line), f"not a clean log line: {line!r}"
         assert "%  ETA" not in line and "%  done" not in line
+
+
+def test_a_decrypting_read_is_measured_against_the_archive_size_inside() -> None:
+    when = datetime.now(UTC)
+    plain = ObjectInfo("p/main/2026-01-01T00-00-00Z.archive.gz", 1000, when, {"archive_size": "900"})
+    sealed = ObjectInfo("p/main/2026-01-01T00-00-00Z.archive.gz.age", 1000, when, {"archive_size": "900"})
+    unrecorded = ObjectInfo("p/main/2026-01-01T00-00-00Z.archive.gz.age", 1000, when)
+    assert _read_total(plain, decrypted=True) == 1000
+    assert _read_total(sealed, decrypted=True) == 900  # the tee sees the decrypted archive
+    assert _read_total(sealed, decrypted=False) == 1000  # verify without --deep reads the stored bytes
+    assert _read_total(unrecorded, decrypted=True) == 1000
 
 
 def test_restore_prints_no_progress_off_a_terminal_nor_with_quiet(users_backup: Path, mongo_uri: str) -> None:

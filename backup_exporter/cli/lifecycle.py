@@ -33,7 +33,7 @@ from backup_exporter.operations import restore as restoring
 from backup_exporter.operations.housekeeping import prune_plan
 from backup_exporter.repository import records
 from backup_exporter.repository.reading import is_encrypted
-from backup_exporter.storage.base import Storage
+from backup_exporter.storage.base import ObjectInfo, Storage
 from backup_exporter.storage.factory import open_storage
 
 log = logging.getLogger(__name__)
@@ -110,6 +110,16 @@ def list_backups(cfg: Config, plan: str | None, as_json: bool) -> int:
     return 0
 
 
+def _read_total(info: ObjectInfo, decrypted: bool) -> int:
+    """Return the bytes a read of backup `info` passes to its progress line: the stored size, or for an
+    encrypted backup read `decrypted`, the archive's size inside when its metadata recorded it."""
+    if decrypted and is_encrypted(info):
+        size = (info.metadata.get("archive_size") or "").strip()
+        if size.isdigit():
+            return int(size)
+    return info.size
+
+
 @click.command("verify", context_settings=CONTEXT_SETTINGS,
                short_help="check a backup's checksum and archive structure",
                help="Stream backup NAME (as shown by 'list') or the plan's --latest, check its sha256 and size "
@@ -133,7 +143,7 @@ def verify_backup(cfg: Config, backup: str | None, latest: bool, plan: str | Non
         depth = "deep" if deep or not is_encrypted(storage.stat(name)) else "stored"
         try:
             if sys.stderr.isatty() and not quiet:
-                with ReadProgressLine(storage.stat(name).size) as line:
+                with ReadProgressLine(_read_total(storage.stat(name), decrypted=deep)) as line:
                     report = verify.verify_backup(storage, name, deep=deep, identities=identities,
                                                   cancel=cancel, on_read=line.add)
                     line.finish()
@@ -261,7 +271,7 @@ def restore_backup(cfg: Config, backup: str | None, latest: bool, plan: str | No
                 if not _confirm(f"This will {what} at {mask_uri(uri)}. Continue?"):
                     raise UsageError(f"refusing to {what} without confirmation: pass --yes")
         if sys.stderr.isatty() and not quiet:
-            with ReadProgressLine(storage.stat(name).size) as line:
+            with ReadProgressLine(_read_total(storage.stat(name), decrypted=True)) as line:
                 report = restoring.restore(storage, name, target_uri=uri, ns_include=ns_include,
                                            ns_from=ns_from, ns_to=ns_to, drop=drop, dry_run=dry_run,
                                            mongorestore=binary, check=check, identities=identities,
