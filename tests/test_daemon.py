@@ -6,6 +6,7 @@ import gzip
 import http.client
 import itertools
 import json
+import math
 import os
 import signal
 import socket
@@ -15,12 +16,14 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from bson import Binary
 
 from backup_exporter.core.status import Attempt, PlanStatus
 from backup_exporter.storage.local import LocalStorage
 from tests import servers
 from tests.cli_helpers import FAKE_MONGODUMP, backupctl, base_env, start_backupctl
 from tests.daemon_helpers import DaemonProcess, post, start_daemon
+from tests.faultproxy import fault_proxy
 
 PER_PLAN_GAUGES = [
     "backup_last_success_timestamp_seconds", "backup_last_exit_code", "backup_last_attempt_timestamp_seconds",
@@ -417,3 +420,53 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     except OSError:
         return False
+
+
+def test_the_progress_of_a_run_under_way_is_on_metrics_and_nan_when_idle(  # type: ignore[no-untyped-def]
+        tmp_path: Path, daemons, mongo_client, mongo_uri: str) -> None:
+    prefix = f"dp{os.urandom(3).hex()}"
+    # About 4 MiB of incompressible documents, dumped through a proxy limited to 1 MiB/s: a run of a few
+    # seconds, scraped while it is under way.
+    mongo_client[f"{prefix}_shop"]["users"].insert_many(
+        [{"n": i, "p": Binary(os.urandom(500))} for i in range(8000)])
+    (tmp_path / "store").mkdir()
+    cfg = tmp_path / "c.yml"
+    try:
+        with fault_proxy(int(mongo_uri.split(":")[2].split("/")[0]), http=False) as proxy:
+            proxy.bandwidth(1 << 20)
+            cfg.write_text(f"""storage: {{type: local, path: {tmp_path / 'store'}}}
+server: {{api_token: {TOKEN}, status_refresh: 1s}}
+plans:
+  main:
+    mongodb_uri: mongodb://127.0.0.1:{proxy.port}/?directConnection=true
+    schedule: "0 3 * * *"
+    engine: native
+    include: ["{prefix}_*"]
+""")
+            daemon = daemons(cfg)
+            assert math.isnan(daemon.value("backup_progress_ratio", plan="main") or 0.0)
+            assert daemon.value("backup_progress_bytes", plan="main") == 0
+            assert post(f"{daemon.url}/api/v1/plans/main/run", TOKEN)[0] == 202
+            seen: list[tuple[float, float, float]] = []
+
+            def under_way() -> bool:
+                ratio = daemon.value("backup_progress_ratio", plan="main")
+                done = daemon.value("backup_progress_bytes", plan="main") or 0.0
+                estimated = daemon.value("backup_progress_estimated_bytes", plan="main")
+                if ratio is not None and estimated is not None and 0 < ratio < 1:
+                    seen.append((ratio, done, estimated))
+                return daemon.status()["runs"][0]["state"] == "finished"
+
+            servers.wait_until(under_way, 60, "the run to finish")
+        assert seen, "the progress was never seen strictly between 0 and 1 during the run"
+        ratio, done, estimated = seen[-1]
+        assert 8000 * 500 < estimated < 8000 * 600  # the data size the server reports
+        assert ratio == pytest.approx(done / estimated)
+        assert [r for r, _, _ in seen] == sorted(r for r, _, _ in seen)
+        assert daemon.status()["runs"][0]["exit_code"] == 0
+        # Idle again: no measure (NaN), no bytes.
+        assert math.isnan(daemon.value("backup_progress_ratio", plan="main") or 0.0)
+        assert math.isnan(daemon.value("backup_progress_estimated_bytes", plan="main") or 0.0)
+        assert daemon.value("backup_progress_bytes", plan="main") == 0
+    finally:
+        mongo_client.drop_database(f"{prefix}_shop")

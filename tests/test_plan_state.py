@@ -7,6 +7,7 @@ commit and the record), everything else is the real backend.
 
 from __future__ import annotations
 
+import math
 import threading
 from pathlib import Path
 
@@ -118,6 +119,33 @@ def test_the_pushgateway_collector_has_no_counters_and_leaves_out_what_it_is_tol
     assert "backup_runs_total" not in text and "backup_uploaded_bytes_total" not in text
     assert "backup_in_progress" not in text
     assert 'backup_last_success_timestamp_seconds{plan="a"} 0.0' in text
+
+
+def test_the_progress_of_a_run_is_shown_while_it_runs_and_nan_otherwise() -> None:
+    state = PlanStates(["a"])
+    registry = metrics_registry(state)
+
+    def values() -> tuple[float | None, float | None, float | None]:
+        return tuple(registry.get_sample_value(f"backup_progress_{name}", {"plan": "a"})  # type: ignore[return-value]
+                     for name in ("bytes", "estimated_bytes", "ratio"))
+
+    done, estimated, ratio = values()
+    assert done == 0 and estimated is not None and math.isnan(estimated) and ratio is not None and math.isnan(ratio)
+    state.set_progress("a", 10, 100)  # no run under way: ignored
+    assert values()[0] == 0
+    state.run_started("a", 1000.0)
+    state.set_progress("a", 30, None)  # estimate not known yet
+    done, estimated, ratio = values()
+    assert done == 30 and estimated is not None and math.isnan(estimated) and ratio is not None and math.isnan(ratio)
+    state.set_progress("a", 40, 160)
+    assert values() == (40, 160, 0.25)
+    state.set_progress("a", 200, 160)  # beyond the estimate: said, not hidden
+    assert values() == (200, 160, 1.25)
+    state.run_finished("a", "success", 0)
+    done, estimated, ratio = values()
+    assert done == 0 and estimated is not None and math.isnan(estimated) and ratio is not None and math.isnan(ratio)
+    pushed = generate_latest(metrics_registry(state, counters=False)).decode()
+    assert "backup_progress" not in pushed  # a one-shot run pushes after its end: no progress to show
 
 
 def test_concurrent_updates_are_never_lost() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fcntl
 import gzip
+import io
 import os
 import pty
 import random
@@ -16,17 +17,22 @@ import termios
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
+import bson
 import pyte
 import pytest
 from bson import Binary
 from pymongo import MongoClient
 
 from backup_exporter import archive
-from backup_exporter.archive.counting import ArchiveCounter
-from backup_exporter.cli.progress import Snapshot, describe, describe_read, fraction_done
+from backup_exporter.archive.counting import ArchiveCounter, NamespaceCount
+from backup_exporter.archive.writer import ArchiveWriter
+from backup_exporter.cli.lifecycle import _read_total
+from backup_exporter.cli.progress import Snapshot, describe, describe_collections, describe_read, fraction_done
 from backup_exporter.mongo.estimate import NamespaceEstimate, WorkEstimate, estimate_work
+from backup_exporter.storage.base import ObjectInfo
 from tests.cli_helpers import FAKE_MONGODUMP, base_env
 from tests.faultproxy import fault_proxy
 
@@ -52,6 +58,38 @@ def test_counting_an_archive_in_pieces_of_any_size_finds_every_document_and_its_
         assert counter.documents == summary.documents
         assert counter.data_bytes == sum(ns.bytes for ns in summary.namespaces.values())
         assert counter.namespaces == counter.namespaces_done == len(summary.namespaces)
+
+
+def test_counting_finds_every_namespace_s_documents_and_bytes() -> None:
+    data = gzip.decompress(GOLDEN_GZ.read_bytes())
+    summary = archive.verify_archive(archive.open_archive_stream(GOLDEN_GZ.open("rb")))
+    counter = ArchiveCounter()
+    for pos in range(0, len(data), 1000):
+        counter.feed(data[pos:pos + 1000])
+    assert {ns: (c.documents, c.data_bytes, c.done) for ns, c in counter.by_namespace.items()} == {
+        ns: (s.documents, s.bytes, True) for ns, s in summary.namespaces.items()}
+    assert counter.active() == []
+
+
+def test_counting_a_multiplexed_archive_tells_which_namespaces_are_under_way() -> None:
+    raw = io.BytesIO()
+    writer = ArchiveWriter(raw)
+    metas = [archive.CollectionMeta(db="shop", collection=c, metadata={"options": {}, "indexes": []})
+             for c in ("orders", "users")]
+    writer.write_prelude(archive.ArchiveHeader(), metas)
+    doc = bson.encode({"x": "y" * 20})
+    counter = ArchiveCounter()
+    writer.write_documents("shop", "orders", [doc] * 3)
+    writer.write_documents("shop", "users", [doc] * 2)  # the segments of two collections interleave
+    writer.write_documents("shop", "orders", [doc])
+    fed = raw.getvalue()
+    counter.feed(fed)
+    assert [(c.namespace, c.documents, c.data_bytes) for c in counter.active()] == [
+        ("shop.orders", 4, 4 * len(doc)), ("shop.users", 2, 2 * len(doc))]
+    writer.end_namespace("shop", "orders")
+    counter.feed(raw.getvalue()[len(fed):])
+    assert [c.namespace for c in counter.active()] == ["shop.users"]
+    assert counter.by_namespace["shop.orders"].done and counter.namespaces_done == 1
 
 
 def test_counting_stops_quietly_on_bytes_that_are_not_an_archive() -> None:
@@ -97,6 +135,20 @@ def test_without_an_estimate_there_is_no_percentage(state: str) -> None:
     text = describe(snap(estimate_state=state, estimate=None))
     assert "%" not in text and "500 docs" in text
     assert text.startswith("estimating the work..." if state == "pending" else "estimate unavailable")
+
+
+def test_each_collection_under_way_is_shown_against_its_own_estimate_at_most_four() -> None:
+    active = [NamespaceCount("shop.orders", 250, 25_000), NamespaceCount("shop.users", 1500, 150_000),
+              NamespaceCount("shop.new", 10, 1_000)] + [NamespaceCount(f"db.c{i}", 1, 100) for i in range(3)]
+    lines = describe_collections(active, ESTIMATE)
+    assert [text for _, text in lines] == [
+        "shop.orders   25%  250/1,000 docs  24.4 KiB/97.7 KiB",
+        "shop.users  beyond estimate  1,500 docs  146.5 KiB",
+        "shop.new  10 docs  1000 B  (no estimate)",
+        "db.c0  1 docs  100 B  (no estimate)",
+        "and 2 more collection(s) under way"]
+    assert [part for part, _ in lines] == [0.25, None, None, None, None]
+    assert [text for _, text in describe_collections(active[:1], None)] == ["shop.orders  250 docs  24.4 KiB"]
 
 
 def test_a_finished_run_shows_100_percent() -> None:
@@ -182,13 +234,15 @@ def test_on_a_terminal_run_now_shows_a_percentage_growing_to_100_an_eta_and_clea
     text = ANSI.sub("\n", raw.decode(errors="replace"))
     assert code == 0, text
     assert out.count("\t") == 2  # NAME, SIZE, SHA256 on stdout, untouched by the progress line
-    percentages = [int(p) for p in re.findall(r"(\d+)%", text)]
+    percentages = [int(p) for p in re.findall(r"(\d+)%  (?:ETA|done)", text)]  # the total line
     assert percentages, text
     assert percentages[-1] == 100
     assert any(p < 100 for p in percentages), "the percentage is seen growing, not only at the end"
     assert percentages == sorted(percentages), percentages
     assert "20,000 docs" in text
     assert re.search(r"ETA \d+m\d+s", text), text
+    # Below it, a line per collection being dumped, against that collection's own estimate.
+    assert re.search(rf"{big_prefix}_shop\.(orders|users)  +\d+%  [\d,]+/(12,000|8,000) docs", text), text
     # What stays on the screen: the log lines, each on its own line; the progress line is gone.
     lines = screen_of(raw)
     assert any("backup started" in line for line in lines) and any("backup stored" in line for line in lines)
@@ -213,13 +267,21 @@ def test_a_read_line_shows_the_part_of_the_recorded_size_read() -> None:
     assert describe_read(100, 100, 10.0, 5.0, finished=True).startswith("100%  done")
 
 
-def test_on_a_terminal_verify_shows_its_progress_and_leaves_only_its_report(
-        big_prefix: str, mongo_uri: str, tmp_path: Path) -> None:
-    config = local_native_config(tmp_path, f"{big_prefix}_shop.users")
-    env = base_env(MONGODB_URI=mongo_uri)
+@pytest.fixture(scope="module")
+def users_backup(big_prefix: str, mongo_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Return the configuration of a plan whose latest backup holds `<big_prefix>_shop.users` (8000
+    documents, about 4 MiB)."""
+    config = local_native_config(tmp_path_factory.mktemp("users"), f"{big_prefix}_shop.users")
     made = subprocess.run([sys.executable, "-m", "backup_exporter.cli.main", "run-now", "--config", str(config)],
-                          env=env, text=True, capture_output=True, timeout=120)
+                          env=base_env(MONGODB_URI=mongo_uri), text=True, capture_output=True, timeout=120)
     assert made.returncode == 0, made.stderr
+    return config
+
+
+def test_on_a_terminal_verify_shows_its_progress_and_leaves_only_its_report(
+        users_backup: Path, mongo_uri: str) -> None:
+    config = users_backup
+    env = base_env(MONGODB_URI=mongo_uri)
     code, raw, out = run_on_terminal(["verify", "--latest", "--config", str(config)], env)
     text = ANSI.sub("\n", raw.decode(errors="replace"))
     assert code == 0, text
@@ -228,6 +290,68 @@ def test_on_a_terminal_verify_shows_its_progress_and_leaves_only_its_report(
     assert percentages and percentages[-1] == 100 and percentages == sorted(percentages), text
     assert "100%  done" in text
     assert not any("%" in line for line in screen_of(raw)), "the line is cleared at the end"
+
+
+@pytest.mark.parametrize("engine", ["native", "mongorestore"])
+def test_on_a_terminal_restore_shows_the_part_read_an_eta_and_clean_log_lines(
+        engine: str, big_prefix: str, users_backup: Path, mongo_uri: str,
+        mongo_client: MongoClient, request: pytest.FixtureRequest) -> None:  # type: ignore[type-arg]
+    env = base_env(MONGODB_URI=mongo_uri)
+    if engine == "mongorestore":
+        env = request.getfixturevalue("mongo_tools").path_env(env)
+    config = users_backup
+    target = f"{big_prefix}_r{engine[:3]}"
+    port = int(mongo_uri.split(":")[2].split("/")[0])
+    try:
+        # Through a bandwidth-limited proxy the ~4 MiB restore takes a few seconds, so the line is seen
+        # growing and estimating its end.
+        with fault_proxy(port, http=False) as proxy:
+            proxy.bandwidth(2 << 20)
+            code, raw, out = run_on_terminal(
+                ["restore", "--latest", "--config", str(config), "--engine", engine, "--yes",
+                 "--to", f"mongodb://127.0.0.1:{proxy.port}/?directConnection=true",
+                 "--ns-from", f"{big_prefix}_shop.*", "--ns-to", f"{target}.*"], env)
+        text = ANSI.sub("\n", raw.decode(errors="replace"))
+        assert code == 0, text
+        assert "8000 documents" in out
+        assert mongo_client[target]["users"].count_documents({}) == 8000
+    finally:
+        mongo_client.drop_database(target)
+    percentages = [int(p) for p in re.findall(r"(\d+)%  (?:ETA|done)", text)]
+    assert percentages and percentages[-1] == 100 and percentages == sorted(percentages), text
+    assert any(p < 100 for p in percentages), "the percentage is seen growing, not only at the end"
+    assert re.search(r"ETA \d+m\d+s", text), text
+    lines = screen_of(raw)
+    if engine == "mongorestore":  # mongorestore's own lines pass through the log, above the line
+        assert any("mongorestore: " in line for line in lines), lines
+    for line in lines:
+        assert LOG_LINE.match(line), f"not a clean log line: {line!r}"
+        assert "%  ETA" not in line and "%  done" not in line
+
+
+def test_a_decrypting_read_is_measured_against_the_archive_size_inside() -> None:
+    when = datetime.now(UTC)
+    plain = ObjectInfo("p/main/2026-01-01T00-00-00Z.archive.gz", 1000, when, {"archive_size": "900"})
+    sealed = ObjectInfo("p/main/2026-01-01T00-00-00Z.archive.gz.age", 1000, when, {"archive_size": "900"})
+    unrecorded = ObjectInfo("p/main/2026-01-01T00-00-00Z.archive.gz.age", 1000, when)
+    assert _read_total(plain, decrypted=True) == 1000
+    assert _read_total(sealed, decrypted=True) == 900  # the tee sees the decrypted archive
+    assert _read_total(sealed, decrypted=False) == 1000  # verify without --deep reads the stored bytes
+    assert _read_total(unrecorded, decrypted=True) == 1000
+
+
+def test_restore_prints_no_progress_off_a_terminal_nor_with_quiet(users_backup: Path, mongo_uri: str) -> None:
+    env = base_env(MONGODB_URI=mongo_uri)
+    argv = ["restore", "--latest", "--config", str(users_backup), "--engine", "native", "--dry-run",
+            "--to", mongo_uri]
+    piped = subprocess.run([sys.executable, "-m", "backup_exporter.cli.main", *argv], env=env, text=True,
+                           capture_output=True, timeout=120)
+    assert piped.returncode == 0, piped.stderr
+    assert "8000 documents" in piped.stdout
+    assert piped.stderr == ""
+    code, raw, out = run_on_terminal([*argv, "--quiet"], env)
+    assert code == 0 and "8000 documents" in out, raw
+    assert raw == b"", raw
 
 
 def test_quiet_keeps_the_terminal_free_of_the_progress_line(tmp_path: Path) -> None:

@@ -33,7 +33,7 @@ from backup_exporter.operations import restore as restoring
 from backup_exporter.operations.housekeeping import prune_plan
 from backup_exporter.repository import records
 from backup_exporter.repository.reading import is_encrypted
-from backup_exporter.storage.base import Storage
+from backup_exporter.storage.base import ObjectInfo, Storage
 from backup_exporter.storage.factory import open_storage
 
 log = logging.getLogger(__name__)
@@ -110,6 +110,16 @@ def list_backups(cfg: Config, plan: str | None, as_json: bool) -> int:
     return 0
 
 
+def _read_total(info: ObjectInfo, decrypted: bool) -> int:
+    """Return the bytes a read of backup `info` passes to its progress line: the stored size, or for an
+    encrypted backup read `decrypted`, the archive's size inside when its metadata recorded it."""
+    if decrypted and is_encrypted(info):
+        size = (info.metadata.get("archive_size") or "").strip()
+        if size.isdigit():
+            return int(size)
+    return info.size
+
+
 @click.command("verify", context_settings=CONTEXT_SETTINGS,
                short_help="check a backup's checksum and archive structure",
                help="Stream backup NAME (as shown by 'list') or the plan's --latest, check its sha256 and size "
@@ -133,7 +143,7 @@ def verify_backup(cfg: Config, backup: str | None, latest: bool, plan: str | Non
         depth = "deep" if deep or not is_encrypted(storage.stat(name)) else "stored"
         try:
             if sys.stderr.isatty() and not quiet:
-                with ReadProgressLine(storage.stat(name).size) as line:
+                with ReadProgressLine(_read_total(storage.stat(name), decrypted=deep)) as line:
                     report = verify.verify_backup(storage, name, deep=deep, identities=identities,
                                                   cancel=cancel, on_read=line.add)
                     line.finish()
@@ -216,7 +226,8 @@ def _confirm(question: str) -> bool:
 
 @click.command("restore", context_settings=CONTEXT_SETTINGS, short_help="restore a backup into a MongoDB",
                help="Stream backup NAME (or the plan's --latest) into the MongoDB at --to, with mongorestore "
-                    "or the native restorer.")
+                    "or the native restorer. On a terminal, stderr shows the bytes read of the backup's size: "
+                    "percentage, throughput, ETA.")
 @_BACKUP_ARGUMENT
 @_LATEST_OPTION
 @_PLAN_OPTION
@@ -232,11 +243,12 @@ def _confirm(question: str) -> bool:
 @click.option("--check", is_flag=True, help="restore drill: compare document counts afterwards")
 @click.option("--engine", type=click.Choice(["auto", "mongorestore", "native"]), default="auto",
               help="auto: mongorestore when on PATH, else native")
+@click.option("--quiet", is_flag=True, help="no progress line on a terminal")
 @_IDENTITY_OPTION
 @with_config
 def restore_backup(cfg: Config, backup: str | None, latest: bool, plan: str | None, to: str | None,
                    ns_include: tuple[str, ...], ns_from: tuple[str, ...], ns_to: tuple[str, ...], drop: bool,
-                   dry_run: bool, yes: bool, check: bool, engine: str, identity_file: str | None) -> int:
+                   dry_run: bool, yes: bool, check: bool, engine: str, quiet: bool, identity_file: str | None) -> int:
     uri = target_uri(to)
     if len(ns_from) != len(ns_to):
         raise UsageError("--ns-from and --ns-to pair up: give each the same number of times")
@@ -258,9 +270,17 @@ def restore_backup(cfg: Config, backup: str | None, latest: bool, plan: str | No
                         f"restore into {len(busy)} non-empty collection(s) ({', '.join(busy[:3])}...)")
                 if not _confirm(f"This will {what} at {mask_uri(uri)}. Continue?"):
                     raise UsageError(f"refusing to {what} without confirmation: pass --yes")
-        report = restoring.restore(storage, name, target_uri=uri, ns_include=ns_include, ns_from=ns_from,
-                                   ns_to=ns_to, drop=drop, dry_run=dry_run, mongorestore=binary, check=check,
-                                   identities=identities, cancel=cancel)
+        if sys.stderr.isatty() and not quiet:
+            with ReadProgressLine(_read_total(storage.stat(name), decrypted=True)) as line:
+                report = restoring.restore(storage, name, target_uri=uri, ns_include=ns_include,
+                                           ns_from=ns_from, ns_to=ns_to, drop=drop, dry_run=dry_run,
+                                           mongorestore=binary, check=check, identities=identities,
+                                           cancel=cancel, on_read=line.add)
+                line.finish()
+        else:
+            report = restoring.restore(storage, name, target_uri=uri, ns_include=ns_include, ns_from=ns_from,
+                                       ns_to=ns_to, drop=drop, dry_run=dry_run, mongorestore=binary,
+                                       check=check, identities=identities, cancel=cancel)
     finally:
         storage.close()
     print(report.summary())

@@ -1,16 +1,18 @@
-"""The live progress lines of `run-now` and `verify` on a terminal (stderr), drawn with rich.
+"""The live progress lines of `run-now`, `verify` and `restore` on a terminal (stderr), drawn with rich.
 
-Before the dump the work is estimated from the server's stats (mongo/estimate.py, in a thread, so a slow or
-unreachable server never delays the run); the line then shows the percentage of source bytes read, the
-documents and source bytes done of the estimate, the source throughput and an ETA. Without an estimate it
-says "estimate unavailable", and past it "beyond estimate", rather than a wrong percentage. Log lines are
-printed above the line (rich clears it, prints the line, draws it again), and it is cleared when the run
-ends. `verify` shows the bytes read of the blob's recorded size the same way. Nothing here runs when stderr
+Before the dump the work is estimated from the server's stats (operations/estimating.py, in a thread, so a
+slow or unreachable server never delays the run); the line then shows the percentage of source bytes read,
+the documents and source bytes done of the estimate, the source throughput and an ETA, and below it a line
+per collection being dumped against that collection's estimate. Without an estimate it says "estimate
+unavailable", and past it "beyond estimate", rather than a wrong percentage. Log lines are printed above
+the line (rich clears it, prints the line, draws it again), and it is cleared when the run ends. `verify`
+and `restore` show the bytes read of the blob's recorded size the same way. Nothing here runs when stderr
 is not a terminal.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import math
@@ -19,7 +21,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Literal, Self
+from typing import Any, Self
 
 from rich.console import Console, RenderableType
 from rich.live import Live
@@ -27,17 +29,15 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from backup_exporter.archive.counting import NamespaceCount
 from backup_exporter.cli.format import human_age, human_bytes
-from backup_exporter.config import PlanConfig
-from backup_exporter.core.errors import BackupError
-from backup_exporter.mongo.estimate import WorkEstimate, estimate_work
+from backup_exporter.mongo.estimate import WorkEstimate
+from backup_exporter.operations.estimating import EstimateState, EstimateTask
 from backup_exporter.operations.run import Progress
 
-log = logging.getLogger(__name__)
-
-EstimateState = Literal["pending", "ready", "unavailable"]
 _RATE_WINDOW_SECONDS = 5.0
 _BAR_WIDTH = 20
+MAX_COLLECTION_LINES = 4  # collections dumped at once shown below the total; the rest as "and N more"
 
 
 @dataclass(frozen=True)
@@ -97,46 +97,66 @@ def describe(s: Snapshot) -> str:
             f"{human_bytes(s.source_bytes)}{size}  {rate}  {collections}  {tail}")
 
 
-class EstimateTask:
-    """Estimates a plan's work in a thread; `progress.estimate` is set when it is known."""
-
-    def __init__(self, plan: PlanConfig, progress: Progress) -> None:
-        self.plan = plan
-        self.progress = progress
-        self.state: EstimateState = "pending"
-        self._thread = threading.Thread(target=self._run, name="estimate", daemon=True)
-
-    def start(self) -> EstimateTask:
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        try:
-            self.progress.estimate = estimate_work(self.plan.mongodb_uri, self.plan.include, self.plan.exclude,
-                                                   self.plan.connect_timeout_seconds)
-            self.state = "ready"
-        except BackupError as exc:  # the run itself reports an unreachable server; here it only costs the %
-            log.debug("no estimate of the work: %s", exc.message)
-            self.state = "unavailable"
-        except Exception:
-            log.debug("no estimate of the work", exc_info=True)
-            self.state = "unavailable"
+def describe_collections(active: list[NamespaceCount], estimate: WorkEstimate | None,
+                         limit: int = MAX_COLLECTION_LINES) -> list[tuple[float | None, str]]:
+    """Return (part done or None, text) for each collection under way, at most `limit` of them and then
+    one "and N more" line: its documents and bytes against its own estimate, when there is one."""
+    expected = {ns.namespace: ns for ns in estimate.namespaces} if estimate is not None else {}
+    lines: list[tuple[float | None, str]] = []
+    for count in active[:limit]:
+        done = f"{count.documents:,} docs  {human_bytes(count.data_bytes)}"
+        ns = expected.get(count.namespace)
+        fraction: float | None = None
+        if ns is not None and ns.size_bytes:
+            fraction = count.data_bytes / ns.size_bytes
+        elif ns is not None and ns.documents:
+            fraction = count.documents / ns.documents
+        if ns is None or fraction is None:
+            text = f"{done}  (no estimate)" if estimate is not None else done
+        elif fraction > 1:
+            text = f"beyond estimate  {done}"
+        else:
+            size = f"/{human_bytes(ns.size_bytes)}" if ns.size_bytes else ""
+            text = (f"{math.floor(fraction * 100):3d}%  {count.documents:,}/{ns.documents:,} docs  "
+                    f"{human_bytes(count.data_bytes)}{size}")
+            lines.append((fraction, f"{count.namespace}  {text}"))
+            continue
+        lines.append((None, f"{count.namespace}  {text}"))
+    if len(active) > limit:
+        lines.append((None, f"and {len(active) - limit} more collection(s) under way"))
+    return lines
 
 
 class _AboveTheLine(io.TextIOBase):
-    """A text stream for log handlers: each complete line is printed above the live line, unchanged."""
+    """A text stream for log handlers: each complete line is printed above the live line, unchanged; once
+    `close_line()` ran, straight to `fallback` (a line logged by another thread while the live line stops
+    must neither be lost nor glued to it)."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, fallback: Any) -> None:
         self._console = console
+        self._fallback = fallback
         self._buffer = ""
         self._lock = threading.Lock()
+        self._live = True
 
     def write(self, text: str) -> int:
         with self._lock:
+            if not self._live:
+                self._fallback.write(text)
+                return len(text)
             *lines, self._buffer = (self._buffer + text).split("\n")
-        for line in lines:
-            self._console.out(line, highlight=False)
+            for line in lines:
+                self._console.out(line, highlight=False)
         return len(text)
+
+    def close_line(self, stop: Any) -> None:
+        """Call `stop` (which clears the live line) with no log line in between; write on directly after."""
+        with self._lock:
+            stop()
+            self._live = False
+            if self._buffer:
+                self._fallback.write(self._buffer)
+                self._buffer = ""
 
     def flush(self) -> None:
         return None
@@ -167,22 +187,26 @@ class LiveLine:
         self.finished = False
         self._refresh_per_second = refresh_per_second
         self._live: Live | None = None  # made on entry: rich renders once on construction
-        self._rebound: list[tuple[logging.StreamHandler[Any], Any]] = []
+        self._rebound: list[tuple[logging.StreamHandler[Any], _AboveTheLine, Any]] = []
 
     def line(self) -> tuple[float | None, str]:
         """Return (part done, for the bar, or None when unknown; the text beside the bar)."""
         raise NotImplementedError
+
+    def details(self) -> list[tuple[float | None, str]]:
+        """Return the lines drawn below the main one, like `line()` (none unless a subclass has some)."""
+        return []
 
     def __enter__(self) -> Self:
         self._live = Live(console=self.console, get_renderable=self._render,
                           refresh_per_second=self._refresh_per_second, transient=True, redirect_stdout=False,
                           redirect_stderr=True)
         self._live.start()
-        writer = _AboveTheLine(self.console)
         for handler in logging.getLogger().handlers:
             stream = getattr(handler, "stream", None)
             if isinstance(handler, logging.StreamHandler) and stream in (sys.__stderr__, self.console.file):
-                self._rebound.append((handler, handler.setStream(writer)))
+                writer = _AboveTheLine(self.console, stream)
+                self._rebound.append((handler, writer, handler.setStream(writer)))
         return self
 
     def finish(self) -> None:
@@ -191,9 +215,15 @@ class LiveLine:
             self._live.refresh()
 
     def __exit__(self, *_: object) -> None:
-        if self._live is not None:
-            self._live.stop()  # first: a log line from here on prints as usual, with no line left to clear
-        for handler, stream in self._rebound:
+        live = self._live
+        if live is not None:
+            # Stopped while every writer holds its lock: a log line from another thread (a child's stderr
+            # reader) lands either above the line or after it is cleared, never glued to it.
+            stop = live.stop
+            for _handler, writer, _stream in self._rebound:
+                stop = functools.partial(writer.close_line, stop)
+            stop()
+        for handler, _writer, stream in self._rebound:
             handler.setStream(stream)
         self._rebound.clear()
 
@@ -207,6 +237,11 @@ class LiveLine:
             bar = ProgressBar(total=1, completed=min(1.0, fraction), width=_BAR_WIDTH)
         grid = Table.grid(padding=(0, 1))
         grid.add_row(bar, Text(text, no_wrap=True, overflow="ellipsis"))
+        if not self.finished:
+            for part, detail in self.details():
+                small = (ProgressBar(total=1, completed=min(1.0, part), width=_BAR_WIDTH) if part is not None
+                         else Text(""))
+                grid.add_row(small, Text(f"  {detail}", no_wrap=True, overflow="ellipsis"))
         return grid
 
 
@@ -233,6 +268,11 @@ class RunProgressLine(LiveLine):
         s = self.snapshot()
         return fraction_done(s), describe(s)
 
+    def details(self) -> list[tuple[float | None, str]]:
+        """One line per collection being dumped (several at once: the dump is multiplexed)."""
+        estimate = self.progress.estimate if self.estimate.state == "ready" else None
+        return describe_collections(self.progress.archive.active(), estimate)
+
 
 def describe_read(done: int, total: int, rate: float | None, elapsed: float, finished: bool = False) -> str:
     """Return the text of a read's progress line: `done` of `total` bytes (the blob's recorded size)."""
@@ -247,7 +287,7 @@ def describe_read(done: int, total: int, rate: float | None, elapsed: float, fin
 
 
 class ReadProgressLine(LiveLine):
-    """The line of reading a stored backup of `total` bytes (verify): feed each chunk read to `add`."""
+    """The line of reading a stored backup of `total` bytes (verify, restore): feed each chunk read to `add`."""
 
     def __init__(self, total: int, console: Console | None = None, refresh_per_second: float = 4) -> None:
         super().__init__(console, refresh_per_second)

@@ -10,10 +10,11 @@ from typing import Any
 import click
 
 from backup_exporter.cli.options import CONTEXT_SETTINGS, with_config
-from backup_exporter.cli.progress import EstimateTask, RunProgressLine
+from backup_exporter.cli.progress import RunProgressLine
 from backup_exporter.cli.push_settings import PushFlags, push_config, push_options
 from backup_exporter.config import Config
 from backup_exporter.core.cancel import CancelToken
+from backup_exporter.operations.estimating import EstimateTask
 from backup_exporter.operations.housekeeping import after_success_hook
 from backup_exporter.operations.run import Progress, run_backup
 from backup_exporter.serve.api_client import run_via_daemon

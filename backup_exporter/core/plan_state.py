@@ -30,6 +30,10 @@ class PlanSnapshot:
     last_attempt: float = 0.0  # when the latest run started
     last_duration: float = 0.0  # of the last finished run
     in_progress: bool = False  # a backup of the plan runs in this process
+    # The run under way (0 and None when none): source bytes (uncompressed BSON) dumped so far, and the
+    # estimate of them from the server's collection stats (None until known, or when it is unavailable).
+    progress_bytes: int = 0
+    progress_estimated_bytes: int | None = None
     next_run: float = 0.0  # the next scheduled run (daemon only)
     max_age: float = 0.0  # the plan's BackupTooOld threshold
     stored_backups: int = 0  # backups in storage after the last run or prune
@@ -48,6 +52,14 @@ class PlanSnapshot:
     def runs(self, result: str) -> int:
         """Return how many runs ended with `result` (one of RESULTS) in this process."""
         return int(getattr(self, f"runs_{result}"))
+
+    @property
+    def progress_ratio(self) -> float | None:
+        """Return the part of the estimated source bytes the run under way has dumped (above 1: beyond the
+        estimate), or None when no run is under way or its estimate is unknown or 0."""
+        if not self.in_progress or not self.progress_estimated_bytes:
+            return None
+        return self.progress_bytes / self.progress_estimated_bytes
 
 
 class PlanStates:
@@ -89,7 +101,16 @@ class PlanStates:
     # -- from run events ------------------------------------------------------------------------------------
 
     def run_started(self, plan: str, started: float) -> None:
-        self._set(plan, in_progress=True, last_attempt=started)
+        self._set(plan, in_progress=True, last_attempt=started, progress_bytes=0, progress_estimated_bytes=None)
+
+    def set_progress(self, plan: str, source_bytes: int, estimated_bytes: int | None) -> None:
+        """Set how far the run under way got: source bytes dumped, of `estimated_bytes` (None: unknown).
+        Ignored when no run is under way (a late update must not outlive its run)."""
+        with self._lock:
+            current = self._plans[plan]
+            if current.in_progress:
+                self._plans[plan] = replace(current, progress_bytes=source_bytes,
+                                            progress_estimated_bytes=estimated_bytes)
 
     def run_finished(self, plan: str, result: str, exit_code: int, record: PlanStatus | None = None) -> None:
         """Count a finished run (result success, failure or interrupted) with its exit code, applying the
@@ -99,7 +120,8 @@ class PlanStates:
             key = "runs_success" if result == SUCCESS else "runs_failure"
             changes: dict[str, Any] = {} if record is None else {**_from_record(record), "record": record}
             # The run's own exit code wins over the record's (they differ only when recording failed).
-            changes.update({"in_progress": False, "last_exit_code": exit_code, key: getattr(current, key) + 1})
+            changes.update({"in_progress": False, "last_exit_code": exit_code, key: getattr(current, key) + 1,
+                            "progress_bytes": 0, "progress_estimated_bytes": None})
             self._plans[plan] = replace(current, **changes)
 
     def run_skipped(self, plan: str) -> None:

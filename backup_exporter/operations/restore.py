@@ -4,7 +4,7 @@ then compare the bytes read with the stored sha256 (and, for a drill, the restor
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from pymongo.errors import PyMongoError
 from pyrage import x25519
@@ -27,8 +27,10 @@ def restore(storage: Storage, name: str, *, target_uri: str, ns_include: Sequenc
             ns_from: Sequence[str] = (), ns_to: Sequence[str] = (), drop: bool = False,
             dry_run: bool = False, mongorestore: str | None = None, check: bool = False,
             identities: Sequence[x25519.Identity] | None = None,
-            cancel: threading.Event | None = None) -> RestoreReport:
-    """Restore backup `name` into the MongoDB at `target_uri`, streaming it from storage.
+            cancel: threading.Event | None = None,
+            on_read: Callable[[bytes], None] | None = None) -> RestoreReport:
+    """Restore backup `name` into the MongoDB at `target_uri`, streaming it from storage; `on_read` sees
+    every archive chunk as it is read (the terminal's progress line).
 
     With `mongorestore` (the binary's path) the blob goes into mongorestore's stdin (the URI only through
     its --config pipe) while the archive is parsed on the way for its counts; otherwise it is applied with
@@ -51,11 +53,12 @@ def restore(storage: Storage, name: str, *, target_uri: str, ns_include: Sequenc
     if mongorestore:
         report = restore_with_mongorestore(storage, info, mongorestore, target_uri=target_uri,
                                             ns_include=ns_include, ns_from=ns_from, ns_to=ns_to, drop=drop,
-                                            dry_run=dry_run, identities=identities, cancel=cancel)
+                                            dry_run=dry_run, identities=identities, cancel=cancel,
+                                            on_read=on_read)
     else:
         report = _restore_native(storage, info, target_uri=target_uri, ns_include=ns_include,
                                  ns_from=ns_from, ns_to=ns_to, drop=drop, dry_run=dry_run, identities=identities,
-                                 cancel=cancel)
+                                 cancel=cancel, on_read=on_read)
     if check and not dry_run:
         _check_counts(report, target_uri)
     return report
@@ -110,9 +113,10 @@ def restore_latest_check(storage: Storage, prefix: str, plan: str, target_uri: s
 
 def _restore_native(storage: Storage, info: ObjectInfo, *, target_uri: str, ns_include: Sequence[str],
                     ns_from: Sequence[str], ns_to: Sequence[str], drop: bool, dry_run: bool,
-                    identities: Sequence[x25519.Identity] | None, cancel: threading.Event | None) -> RestoreReport:
+                    identities: Sequence[x25519.Identity] | None, cancel: threading.Event | None,
+                    on_read: Callable[[bytes], None] | None = None) -> RestoreReport:
     name = info.name
-    opened = open_backup(storage, info, identities, cancel=cancel)
+    opened = open_backup(storage, info, identities, tee=on_read, cancel=cancel)
     try:
         try:
             summary = restore_archive(archive.gunzip_stream(opened.archive), target_uri, ns_include=ns_include,

@@ -250,7 +250,7 @@ def _locked_run(plan: PlanConfig, storage: Storage, state: PlanStates | None, ca
         upload = storage.start_upload(name)
         aborts.append(upload.abort)
         progress.upload = upload
-        on_bytes = (lambda n: state.add_uploaded(plan.name, n)) if state is not None else None
+        on_bytes = _state_updater(state, plan.name, progress) if state is not None else None
         if plan.encryption is not None:
             # Checked and counted below as the plain gzip archive; only its age encryption reaches storage.
             encrypting = EncryptingWriter(upload, plan.encryption.recipients)
@@ -322,6 +322,17 @@ def _locked_run(plan: PlanConfig, storage: Storage, state: PlanStates | None, ca
         except Exception:
             log.exception("internal error in the after-backup step (retention, storage totals)")
     return outcome
+
+
+def _state_updater(state: PlanStates, plan: str, progress: Progress) -> Callable[[int], None]:
+    """Return what the sink calls after each piece it passed on: the uploaded bytes and the progress of
+    the run (source bytes dumped, of the estimate when it is known) go into `state`."""
+    def update(uploaded: int) -> None:
+        state.add_uploaded(plan, uploaded)
+        estimate = progress.estimate
+        state.set_progress(plan, progress.archive.data_bytes, estimate.size_bytes if estimate is not None else None)
+
+    return update
 
 
 def _name_time(storage: Storage, status_key: str, plan: str, started_at: datetime) -> datetime:

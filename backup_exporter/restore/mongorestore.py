@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from pyrage import x25519
 
@@ -58,22 +58,28 @@ class _StdinFeeder:
             self.broken = True
 
 
-def _feed(feeder: _StdinFeeder | None, chunk: bytes) -> None:
+def _feed(feeder: _StdinFeeder | None, chunk: bytes, on_read: Callable[[bytes], None] | None) -> None:
     assert feeder is not None  # set before the first chunk is pulled
+    if on_read is not None:
+        on_read(chunk)
     feeder(chunk)
 
 
 def restore_with_mongorestore(storage: Storage, info: ObjectInfo, binary: str, *, target_uri: str,
                                ns_include: Sequence[str], ns_from: Sequence[str], ns_to: Sequence[str],
                                drop: bool, dry_run: bool, identities: Sequence[x25519.Identity] | None = None,
-                               cancel: threading.Event | None) -> RestoreReport:
+                               cancel: threading.Event | None,
+                               on_read: Callable[[bytes], None] | None = None) -> RestoreReport:
+    """Restore `info` with mongorestore; `on_read` sees every archive chunk as it is read. Returns the
+    report; raises what operations.restore.restore documents."""
     name = info.name
     argv = commands.mongorestore_argv(binary, ns_include=ns_include, ns_from=ns_from, ns_to=ns_to, drop=drop,
                              dry_run=dry_run)
     feeder: _StdinFeeder | None = None
     # Opened first: an encrypted backup without an identity fails before mongorestore starts. Every chunk
     # the archive parser pulls (decrypted first, if need be) is handed on to mongorestore's stdin.
-    opened = open_backup(storage, info, identities, tee=lambda chunk: _feed(feeder, chunk), cancel=cancel)
+    opened = open_backup(storage, info, identities, tee=lambda chunk: _feed(feeder, chunk, on_read),
+                         cancel=cancel)
     try:
         command = execute.Command(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                   secret_files={"config": commands.tool_config(target_uri)},

@@ -7,6 +7,7 @@ listed or computed in storage at scrape time. Registries are always the caller's
 
 from __future__ import annotations
 
+import math
 import platform
 from collections.abc import Callable, Collection, Iterator
 
@@ -44,6 +45,27 @@ GAUGES: dict[str, tuple[str, Callable[[PlanSnapshot], float]]] = {
 }
 
 
+# The live progress of a run under way (daemon only: a one-shot run pushes after its end). NaN says "no
+# measure": no run under way, or no estimate (not yet known, unavailable, or 0 bytes).
+PROGRESS: dict[str, tuple[str, Callable[[PlanSnapshot], float]]] = {
+    "backup_progress_bytes": (
+        "Source bytes (uncompressed BSON) the plan's run under way has dumped so far; 0 when none is.",
+        lambda s: s.progress_bytes if s.in_progress else 0),
+    "backup_progress_estimated_bytes": (
+        "Source bytes the plan's run under way is estimated to dump (the server's collection stats); NaN when "
+        "no run is under way or the estimate is not known.",
+        lambda s: _or_nan(s.progress_estimated_bytes if s.in_progress else None)),
+    "backup_progress_ratio": (
+        "backup_progress_bytes / backup_progress_estimated_bytes of the run under way (above 1: beyond the "
+        "estimate); NaN when no run is under way or the estimate is not known.",
+        lambda s: _or_nan(s.progress_ratio)),
+}
+
+
+def _or_nan(value: float | None) -> float:
+    return math.nan if value is None else float(value)
+
+
 def gauge_values(snapshot: PlanSnapshot) -> dict[str, float]:
     """Return the plan's gauge values by metric name (what the status API shows)."""
     return {name: float(value(snapshot)) for name, (_, value) in GAUGES.items()}
@@ -54,7 +76,8 @@ class BackupCollector(Collector):
     build info."""
 
     def __init__(self, states: PlanStates, *, counters: bool = True, exclude: Collection[str] = ()) -> None:
-        """`counters`: include the per-process counters (daemon); `exclude`: gauge names to leave out."""
+        """`counters`: include the per-process counters and the progress of runs under way (daemon);
+        `exclude`: gauge names to leave out."""
         self.states = states
         self.counters = counters
         self.exclude = frozenset(exclude)
@@ -89,6 +112,11 @@ class BackupCollector(Collector):
                 verified_ok.add_metric([snapshot.plan, depth], 1.0 if success else 0.0)
         yield from (verified_at, verified_ok)
         if self.counters:
+            for name, (documentation, value) in PROGRESS.items():
+                gauge = GaugeMetricFamily(name, documentation, labels=["plan"])
+                for snapshot in snapshots:
+                    gauge.add_metric([snapshot.plan], value(snapshot))
+                yield gauge
             runs = CounterMetricFamily("backup_runs", "Runs of the plan by result (success, failure, skipped).",
                                        labels=["plan", "result"])
             uploaded = CounterMetricFamily("backup_uploaded_bytes",

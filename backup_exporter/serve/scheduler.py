@@ -26,6 +26,7 @@ from backup_exporter.core import naming, status
 from backup_exporter.core.cancel import CancelToken
 from backup_exporter.core.errors import BackupError, ExitCode
 from backup_exporter.core.plan_state import PlanStates
+from backup_exporter.operations.estimating import EstimateTask
 from backup_exporter.operations.run import Progress, RunOutcome, run_backup
 from backup_exporter.repository import records
 from backup_exporter.storage.base import Storage
@@ -57,7 +58,10 @@ class RunState:
         data: dict[str, Any] = {"id": self.id, "plan": self.plan, "trigger": self.trigger,
                                 "state": "finished" if self.outcome else "running",
                                 "started": self.progress.started, "dumped_bytes": self.progress.dumped,
-                                "uploaded_bytes": self.progress.uploaded}
+                                "uploaded_bytes": self.progress.uploaded,
+                                "source_bytes": self.progress.archive.data_bytes,
+                                "estimated_source_bytes": (self.progress.estimate.size_bytes
+                                                           if self.progress.estimate is not None else None)}
         if self.outcome is not None:
             o = self.outcome
             data.update(result=o.result, exit_code=o.exit_code, message=o.message, finished=o.finished,
@@ -201,6 +205,8 @@ class PlanScheduler:
         plan = self.cfg.plans[run.plan]
         try:
             hook = self.after_success(plan) if self.after_success else None
+            # The estimate the progress metrics compare with; in its own thread, so it never delays the run.
+            EstimateTask(plan, run.progress).start()
             outcome = run_backup(plan, self.storage, state=self.state, cancel=run.cancel,
                                  trigger=f"daemon {run.trigger}", progress=run.progress, after_success=hook,
                                  grace_seconds=self.cfg.server.grace_period_seconds * ENGINE_GRACE_SHARE)
