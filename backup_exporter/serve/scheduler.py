@@ -155,12 +155,14 @@ class PlanScheduler:
         jump = self._jumps.jump()
         if abs(jump) < JUMP_SECONDS:
             return 0.0
+        logger = logging.LoggerAdapter(log, {})
         if jump > 0:
-            log.warning("the wall clock jumped forward %.0f s: runs whose time has passed are caught up once",
-                        jump)
+            event(logger, logging.WARNING, "clock_jump", "the wall clock jumped forward %.0f s: runs whose time "
+                  "has passed are caught up once", jump)
         else:
-            log.warning("the wall clock jumped back %.0f s: scheduled runs wait until the clock reaches the "
-                        "runs already made (up to %.0f s without a scheduled backup)", -jump, -jump)
+            event(logger, logging.WARNING, "clock_jump", "the wall clock jumped back %.0f s: scheduled runs wait "
+                  "until the clock reaches the runs already made (up to %.0f s without a scheduled backup)",
+                  -jump, -jump)
         if self.scheduler.running:
             self.scheduler.wakeup()
         self.update_next_runs()
