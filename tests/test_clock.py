@@ -124,19 +124,22 @@ def test_a_slot_already_run_before_the_clock_was_set_back_is_not_run_again(store
     clock.jump(-HOUR)
     assert missed_runs(cfg, storage, clock.now()) == {"main": None}
     clock.jump(HOUR - 1)
-    state = PlanStates(cfg.plans)
-    again = run_backup(cfg.plans["main"], storage, clock=clock, slot=cfg.plans["main"].schedule.previous_run(
-        clock.now()))
-    assert (again.result, again.exit_code) == ("skipped", 75)
+    # What APScheduler calls when the slot's time comes (again); the scheduler names the slot by its clock.
+    scheduler = PlanScheduler(cfg, storage, PlanStates(cfg.plans), clock=clock)
+    scheduler._scheduled_run("main")
+    again = scheduler.runs()[0].outcome
+    assert again is not None and (again.result, again.exit_code) == ("skipped", 75)
     assert "already made" in again.message and "2026-11-27T14:00:00Z" in again.message
+    assert scheduler.state.get("main").runs_skipped == 1
     assert [b.name for b in backups.archives(storage, "main")] == [first.name]
     assert stored_status(store).last_attempt == stored_status(store).last_success  # nothing recorded for it
     # The next slot runs as usual.
     clock.jump(HOUR)
-    nxt = run_backup(cfg.plans["main"], storage, clock=clock, state=state,
-                     slot=cfg.plans["main"].schedule.previous_run(clock.now()))
-    assert nxt.exit_code == 0, nxt.message
+    scheduler._scheduled_run("main")
+    nxt = scheduler.runs()[0].outcome
+    assert nxt is not None and nxt.exit_code == 0, nxt.message if nxt else None
     assert nxt.name > first.name
+    assert scheduler.state.get("main").runs_success == 1
 
 
 def test_two_replicas_catching_up_the_same_missed_slot_make_one_backup(store: Path) -> None:
