@@ -42,7 +42,7 @@ from backup_exporter.system.logs import event, plan_logger
 
 log = logging.getLogger(__name__)
 
-# A wall-clock change beyond the monotonic one smaller than this is drift or a slow loop, not a jump.
+# A wall-clock change beyond the monotonic one smaller than this is NTP slewing, not a step worth a log line.
 JUMP_SECONDS = 5.0
 
 # Share of the grace period a cancelled dump tool gets before SIGKILL; the rest is for aborting the upload
