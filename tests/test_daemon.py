@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import http.client
-import itertools
 import json
 import math
 import os
@@ -186,42 +185,6 @@ def test_a_stop_signal_mid_backup_records_an_interruption_and_leaves_nothing(  #
     assert stored["last_attempt"]["result"] == "interrupted"
     assert stored["last_attempt"]["exit_code"] == exit_code
     assert f"interrupted by {signum.name}" in stored["last_attempt"]["message"]
-
-
-def test_two_daemons_sharing_azure_storage_never_dump_the_same_plan_at_once(  # type: ignore[no-untyped-def]
-        tmp_path: Path, daemons, azure_connection_string: str, container: str) -> None:
-    record = tmp_path / "record.jsonl"
-    cfg = tmp_path / "c.yml"
-    cfg.write_text(f"""storage:
-  container: {container}
-  connection_string: ${{AZURE_STORAGE_CONNECTION_STRING}}
-server:
-  api_token: {TOKEN}
-  status_refresh: 1s
-plans:
-  main:
-    mongodb_uri: mongodb://127.0.0.1:1/
-    schedule: "0 3 * * *"
-    engine: mongodump
-    mongodump_path: {FAKE_MONGODUMP}
-""")
-    env = {"AZURE_STORAGE_CONNECTION_STRING": azure_connection_string, "FAKE_MONGODUMP_MODE": "sleepy",
-           "FAKE_MONGODUMP_SECONDS": "3", "FAKE_MONGODUMP_RECORD": str(record)}
-    a, b = daemons(cfg, **env), daemons(cfg, **env)
-    for _ in range(3):
-        assert post(f"{a.url}/api/v1/plans/main/run", TOKEN)[0] == 202
-        assert post(f"{b.url}/api/v1/plans/main/run", TOKEN)[0] == 202
-        servers.wait_until(lambda: all(d.status()["runs"][0]["state"] == "finished" for d in (a, b)), 60,
-                           "both runs to finish")
-    entries = [json.loads(line) for line in record.read_text().splitlines()]
-    intervals = list(zip([e["start"] for e in entries if "start" in e], [e["end"] for e in entries if "end" in e],
-                         strict=True))
-    assert len(intervals) == 3  # one dump per round: the other daemon found the plan locked
-    intervals.sort()
-    for (_, end), (start, _) in itertools.pairwise(intervals):
-        assert start >= end
-    skipped = sum(d.value("backup_runs_total", plan="main", result="skipped") or 0 for d in (a, b))
-    assert skipped == 3
 
 
 def test_a_run_missed_while_down_is_caught_up_once(tmp_path: Path, daemons) -> None:  # type: ignore[no-untyped-def]

@@ -22,6 +22,7 @@ from backup_exporter.repository import backups
 from backup_exporter.storage.azure import AzureStorage
 from tests import dataset, servers
 from tests.cli_helpers import FAKE_MONGODUMP, backupctl, base_env, native_azure_config, start_backupctl
+from tests.clocks import ManualClock
 from tests.test_progress import run_on_terminal
 
 GOLDEN_GZ = Path(__file__).parent / "data" / "mongodump-100.8.0-sample.archive.gz"
@@ -351,8 +352,8 @@ def test_two_runs_in_the_same_second_keep_both_backups_in_order(tmp_path: Path) 
     storage = LocalStorage(store)
     os.environ["FAKE_MONGODUMP_MODE"] = "ok"
     try:
-        first = run_backup(cfg.plans["main"], storage, clock=lambda: frozen)
-        second = run_backup(cfg.plans["main"], storage, clock=lambda: frozen)
+        first = run_backup(cfg.plans["main"], storage, clock=ManualClock(frozen))
+        second = run_backup(cfg.plans["main"], storage, clock=ManualClock(frozen))
     finally:
         del os.environ["FAKE_MONGODUMP_MODE"]
     assert first.exit_code == 0 and second.exit_code == 0, (first.message, second.message)

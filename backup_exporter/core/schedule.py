@@ -12,7 +12,8 @@ for Sunday; month and day names; ranges and steps). What is still hand-written h
   clocks go back, croniter returns both instants of the repeated wall-clock time; the second is dropped.
 * ``_CronTrigger``: the few lines that let APScheduler 3.x ask croniter for the next fire time, so the daemon
   fires exactly when ``next_runs`` says (APScheduler's own ``CronTrigger.from_crontab`` numbers weekdays from
-  Monday and always ANDs the day fields).
+  Monday and always ANDs the day fields). Once slots have passed (the daemon was busy, or the wall clock
+  jumped forward) it answers with the latest passed one, so the catch-up is one run and one step.
 """
 
 from __future__ import annotations
@@ -112,10 +113,22 @@ class _CronTrigger(BaseTrigger):  # type: ignore[misc]
         self.schedule = schedule
 
     def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime | None:
-        """Return the first fire time after the previous one (or at or after `now`), or None if never."""
+        """Return the first fire time after the previous one (or at or after `now`), or None if never; when
+        that time has already passed, the latest one at or before `now` instead.
+
+        The daemon coalesces missed runs into one, so the slots in between would only be stepped through
+        one croniter call each: after the wall clock jumps forward a month, a per-minute plan would cost
+        43,200 of them inside APScheduler's loop. Returning the latest passed slot makes it one.
+        """
         after = previous_fire_time if previous_fire_time is not None else now - timedelta(microseconds=1)
         runs = self.schedule.next_runs(after, 1)
-        return runs[0].astimezone(self.schedule.timezone) if runs else None
+        if not runs:
+            return None
+        if previous_fire_time is not None and runs[0] < now:
+            latest = self.schedule.previous_run(now)
+            if latest is not None and latest > runs[0]:
+                runs = [latest]
+        return runs[0].astimezone(self.schedule.timezone)
 
     def __str__(self) -> str:
         return f"cron[{self.schedule.expression!r}, {self.schedule.timezone.key}]"

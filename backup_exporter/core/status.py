@@ -12,7 +12,7 @@ never ``last_success``.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from backup_exporter.core.errors import StorageError
@@ -32,10 +32,25 @@ class Attempt:
     size: int = 0
     sha256: str = ""
     engine: str = ""
+    # Seconds the run took by the monotonic clock; None in records written before it was kept. The wall
+    # clock can be set back or forward during a run, so finished - started is not a duration.
+    elapsed: float | None = None
 
     @property
     def duration(self) -> float:
-        return max(0.0, self.finished - self.started)
+        """Return the run's duration in seconds, never negative."""
+        return max(0.0, self.elapsed if self.elapsed is not None else self.finished - self.started)
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> Attempt:
+        """Return the attempt a record holds; keys this version does not know (a newer writer's) are
+        ignored, so replicas of two versions can share a plan's record. Raises TypeError or ValueError."""
+        if not isinstance(raw, dict):
+            raise TypeError(f"an attempt is a JSON object, not {type(raw).__name__}")
+        return cls(**{k: v for k, v in raw.items() if k in _ATTEMPT_FIELDS})
+
+
+_ATTEMPT_FIELDS = frozenset(f.name for f in fields(Attempt))
 
 
 @dataclass(frozen=True)
@@ -104,8 +119,8 @@ class PlanStatus:
                 raise TypeError(f"expected a JSON object, got {type(raw).__name__}")
             return cls(
                 plan=plan,
-                last_attempt=Attempt(**raw["last_attempt"]) if raw.get("last_attempt") else None,
-                last_success=Attempt(**raw["last_success"]) if raw.get("last_success") else None,
+                last_attempt=Attempt.from_dict(raw["last_attempt"]) if raw.get("last_attempt") else None,
+                last_success=Attempt.from_dict(raw["last_success"]) if raw.get("last_success") else None,
                 restore_check=dict(raw.get("restore_check") or {}),
                 running=Running(**raw["running"]) if raw.get("running") else None)
         except (ValueError, TypeError, KeyError) as exc:

@@ -28,6 +28,7 @@ from backup_exporter.config import PlanConfig
 from backup_exporter.core import naming, status
 from backup_exporter.core.argv import mongodump_filters
 from backup_exporter.core.cancel import CancelToken
+from backup_exporter.core.clock import SYSTEM, Clock
 from backup_exporter.core.errors import (
     BackupError,
     DumpFailed,
@@ -77,6 +78,12 @@ class RunOutcome:
     size: int = 0
     sha256: str = ""
     engine: str = ""
+    elapsed: float | None = None  # seconds by the monotonic clock (finished - started can be a wall-clock jump)
+
+    @property
+    def duration(self) -> float:
+        """Return the run's duration in seconds, never negative."""
+        return max(0.0, self.elapsed if self.elapsed is not None else self.finished - self.started)
 
 
 class ArchiveSink:
@@ -174,18 +181,22 @@ def holder_description(trigger: str) -> str:
 def run_backup(plan: PlanConfig, storage: Storage, *, state: PlanStates | None = None,
                cancel: CancelToken | None = None, trigger: str = "manual", progress: Progress | None = None,
                engine: Engine | None = None, after_success: Callable[[RunOutcome], None] | None = None,
-               clock: Callable[[], datetime] = lambda: datetime.now(UTC), grace_seconds: float = 10.0) -> RunOutcome:
+               clock: Clock = SYSTEM, grace_seconds: float = 10.0, slot: datetime | None = None) -> RunOutcome:
     """Run one backup of `plan` and return its outcome; never raises for a failed run (only
     KeyboardInterrupt/SystemExit propagate, after the run was aborted and recorded).
 
-    A run that finds the plan locked is 'skipped' (exit LOCKED) and records nothing. Every other outcome is
-    recorded in the plan's status object in storage (if storage is reachable) and in `state`.
+    A run that finds the plan locked is 'skipped' (exit LOCKED) and records nothing. So is a run for a
+    schedule `slot` when the plan's record shows an attempt that started at or after that slot (another
+    replica, a run-now, or this daemon before the wall clock was set back already served it). Every other
+    outcome is recorded in the plan's status object in storage (if storage is reachable) and in `state`.
+    Stamps and the backup's name come from `clock`'s wall clock, the duration from its monotonic clock.
     `grace_seconds` is how long a cancelled dump tool gets between SIGTERM and SIGKILL.
     """
     log = plan_logger(__name__, plan.name)
     cancel = cancel or CancelToken()
     progress = progress or Progress()
-    started_at = clock()
+    began = clock.monotonic()
+    started_at = clock.now()
     started = started_at.timestamp()
     progress.started = started
     lock = naming.lock_name(plan.prefix, plan.name)
@@ -193,29 +204,63 @@ def run_backup(plan: PlanConfig, storage: Storage, *, state: PlanStates | None =
         storage.ping()  # a clear "container missing / directory not mounted" before anything else
         holder = holder_description(trigger)
         with storage.lock(lock, holder):
-            return _locked_run(plan, storage, state, cancel, progress, engine, after_success, started_at, clock,
-                               log, grace_seconds, holder)
+            return _locked_run(plan, storage, state, cancel, progress, engine, after_success,
+                               _Times(clock, started_at, began), log, grace_seconds, holder, slot)
     except LockHeld as exc:
         if state is not None:
             state.run_skipped(plan.name)
         event(log, logging.WARNING, "skipped", "run skipped: %s", exc.message, exit_code=int(ExitCode.LOCKED))
-        return RunOutcome(plan.name, "skipped", ExitCode.LOCKED, exc.message, started, clock().timestamp())
+        return RunOutcome(plan.name, "skipped", ExitCode.LOCKED, exc.message, started, clock.now().timestamp(),
+                          elapsed=clock.monotonic() - began)
     except BackupError as exc:
         # The lock itself could not be taken (storage down): nothing ran, nothing can be recorded there.
         if state is not None:
             state.run_started(plan.name, started)
             state.run_finished(plan.name, status.FAILURE, exc.exit_code)
         event(log, logging.ERROR, status.FAILURE, "backup failed: %s", exc.message, exit_code=exc.exit_code)
-        return RunOutcome(plan.name, status.FAILURE, exc.exit_code, exc.message, started, clock().timestamp())
+        return RunOutcome(plan.name, status.FAILURE, exc.exit_code, exc.message, started, clock.now().timestamp(),
+                          elapsed=clock.monotonic() - began)
+
+
+@dataclass(frozen=True)
+class _Times:
+    """A run's start by both clocks, and the clock that ends it."""
+
+    clock: Clock
+    started_at: datetime  # wall clock, UTC
+    began: float  # monotonic
+
+    def finished(self) -> tuple[datetime, float]:
+        """Return the wall-clock time now and the seconds elapsed since the start (monotonic)."""
+        return self.clock.now(), self.clock.monotonic() - self.began
 
 
 def _locked_run(plan: PlanConfig, storage: Storage, state: PlanStates | None, cancel: CancelToken,
                 progress: Progress, engine: Engine | None, after_success: Callable[[RunOutcome], None] | None,
-                started_at: datetime, clock: Callable[[], datetime],
-                log: logging.LoggerAdapter[logging.Logger], grace_seconds: float, holder: str) -> RunOutcome:
+                times: _Times, log: logging.LoggerAdapter[logging.Logger], grace_seconds: float, holder: str,
+                slot: datetime | None) -> RunOutcome:
+    started_at = times.started_at
     started = started_at.timestamp()
     status_key = naming.status_name(plan.prefix, plan.name)
-    name = naming.backup_name(plan.prefix, plan.name, _name_time(storage, status_key, plan.name, started_at),
+    try:
+        stored: status.PlanStatus | None = records.load(storage, status_key, plan.name)
+    except BackupError:
+        # Any refusal (unreachable, credentials, unreadable record): the dump, the upload or the commit will
+        # report the storage problem if it persists; the commit itself refuses a taken name.
+        stored = None
+    if slot is not None and stored is not None:
+        served = _served(stored, slot)
+        if served is not None:
+            if state is not None:
+                state.run_skipped(plan.name)
+            message = (f"the run for {_utc(slot.timestamp())} was already made: an attempt started "
+                       f"{_utc(served)} (at or after that time)")
+            event(log, logging.WARNING, "skipped", "scheduled run skipped: %s", message,
+                  exit_code=int(ExitCode.LOCKED))
+            now, elapsed = times.finished()
+            return RunOutcome(plan.name, "skipped", ExitCode.LOCKED, message, started, now.timestamp(),
+                              elapsed=elapsed)
+    name = naming.backup_name(plan.prefix, plan.name, _name_time(stored, started_at),
                               encrypted=plan.encryption is not None)
     if state is not None:
         state.run_started(plan.name, started)
@@ -266,7 +311,7 @@ def _locked_run(plan: PlanConfig, storage: Storage, state: PlanStates | None, ca
         if problem:
             raise DumpFailed(f"{engine.name}: {problem}", ExitCode.DATA)
         stored_sha256, stored_size = encrypting.finish() if encrypting else (sink.sha256.hexdigest(), sink.size)
-        finished_at = clock()
+        finished_at = times.clock.now()
         metadata = backup_metadata(
             sha256=stored_sha256, size=stored_size, plan=plan.name, engine=info.engine,  # of the stored bytes:
             tool_version=info.tool_version, server_version=info.server_version,  # verify needs no key
@@ -276,7 +321,7 @@ def _locked_run(plan: PlanConfig, storage: Storage, state: PlanStates | None, ca
                                                  "archive_size": str(sink.size)}
         upload.commit(metadata, access_tier=plan.access_tier)
         # The run ends when its backup is committed: the upload's tail belongs to its duration.
-        committed_at = clock()
+        committed_at, elapsed = times.finished()
     except BaseException as exc:
         if encrypting is not None:
             encrypting.abort()
@@ -289,8 +334,9 @@ def _locked_run(plan: PlanConfig, storage: Storage, state: PlanStates | None, ca
             log.exception("unexpected error during backup")
             error = BackupError(f"internal error: {type(exc).__name__}: {exc}", ExitCode.SOFTWARE)
         result = status.INTERRUPTED if isinstance(error, Interrupted) else status.FAILURE
-        outcome = RunOutcome(plan.name, result, error.exit_code, error.message, started, clock().timestamp(),
-                             engine=engine.name)
+        failed_at, failed_after = times.finished()
+        outcome = RunOutcome(plan.name, result, error.exit_code, error.message, started, failed_at.timestamp(),
+                             engine=engine.name, elapsed=failed_after)
         if cancel.timed_out_after is not None:
             # Past its bound, the run may not wait for a storage that stopped answering to take its record.
             _within(RECORD_AFTER_TIMEOUT_SECONDS, lambda: _record(storage, status_key, plan.name, outcome, state, log),
@@ -307,11 +353,10 @@ def _locked_run(plan: PlanConfig, storage: Storage, state: PlanStates | None, ca
         if timer is not None:
             timer.cancel()
     outcome = RunOutcome(plan.name, status.SUCCESS, 0, f"stored {name}", started, committed_at.timestamp(),
-                         name=name, size=stored_size, sha256=stored_sha256, engine=info.engine)
+                         name=name, size=stored_size, sha256=stored_sha256, engine=info.engine, elapsed=elapsed)
     _record(storage, status_key, plan.name, outcome, state, log)
     event(log, logging.INFO, "succeeded", "backup stored: %s (%d bytes in %.1f s)", name, stored_size,
-          outcome.finished - outcome.started, exit_code=0, size=stored_size, backup=name,
-          duration=round(outcome.finished - outcome.started, 3))
+          outcome.duration, exit_code=0, size=stored_size, backup=name, duration=round(outcome.duration, 3))
     if after_success is not None:
         # The backup is stored and recorded: a failing retention or listing must not turn it into a failure.
         try:
@@ -335,20 +380,32 @@ def _state_updater(state: PlanStates, plan: str, progress: Progress) -> Callable
     return update
 
 
-def _name_time(storage: Storage, status_key: str, plan: str, started_at: datetime) -> datetime:
+def _name_time(stored: status.PlanStatus | None, started_at: datetime) -> datetime:
     """Return the time to name this run's backup by: its start, or one second after the plan's newest
-    backup when that is not earlier (a rerun within the same second, or a clock set back), so that names
-    stay unique and in order; a commit never replaces an existing backup."""
-    try:
-        previous = records.load(storage, status_key, plan).last_success
-    except BackupError:
-        # Any refusal (unreachable, credentials, unreadable record): the commit itself refuses a taken name,
-        # and the dump, the upload or the commit will report the storage problem if it persists.
+    backup (in the record `stored`, None when unreadable) when that is not earlier (a rerun within the same
+    second, or a clock set back), so that names stay unique and in order; a commit never replaces an
+    existing backup."""
+    if stored is None:
         return started_at
+    previous = stored.last_success
     newest = naming.time_of(previous.name) if previous is not None and previous.name else None
     if newest is not None and started_at.replace(microsecond=0) <= newest:
         return newest + timedelta(seconds=1)
     return started_at
+
+
+def _served(stored: status.PlanStatus, slot: datetime) -> float | None:
+    """Return the start of the recorded attempt (finished, or under way or abandoned) that began at or after
+    the schedule slot `slot`, or None when there is none."""
+    starts = [a.started for a in (stored.last_attempt,) if a is not None]
+    if stored.running is not None:
+        starts.append(stored.running.started)
+    later = [s for s in starts if s >= slot.timestamp()]
+    return max(later) if later else None
+
+
+def _utc(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # How long a run past its timeout may still spend recording its failure (the record is then written late, or
@@ -393,7 +450,7 @@ def _record(storage: Storage, key: str, plan: str, outcome: RunOutcome, state: P
     KeyboardInterrupt/SystemExit): a committed backup stays a success when its record cannot be written."""
     attempt = status.Attempt(started=outcome.started, finished=outcome.finished, exit_code=outcome.exit_code,
                              result=outcome.result, message=outcome.message, name=outcome.name, size=outcome.size,
-                             sha256=outcome.sha256, engine=outcome.engine)
+                             sha256=outcome.sha256, engine=outcome.engine, elapsed=outcome.elapsed)
     new_status: status.PlanStatus | None = None
     problem = ""
     try:

@@ -14,6 +14,7 @@ from typing import Any
 from prometheus_client import disable_created_metrics
 
 from backup_exporter.config import Config, parse_listen
+from backup_exporter.core.clock import SYSTEM, Clock
 from backup_exporter.core.errors import BackupError, ExitCode, UsageError
 from backup_exporter.core.plan_state import PlanStates
 from backup_exporter.operations import housekeeping
@@ -30,8 +31,9 @@ log = logging.getLogger(__name__)
 class Daemon:
     """Everything the daemon runs, wired together; also the state the HTTP layer reads."""
 
-    def __init__(self, cfg: Config, storage: Storage) -> None:
+    def __init__(self, cfg: Config, storage: Storage, clock: Clock = SYSTEM) -> None:
         self.cfg = cfg
+        self.clock = clock
         self.storage = storage
         self.api_token = cfg.server.api_token
         self.state = PlanStates(cfg.plans)
@@ -40,7 +42,7 @@ class Daemon:
         self.registry = metrics_registry(self.state)
         self.scheduler = PlanScheduler(
             cfg, storage, self.state,
-            after_success=lambda plan: housekeeping.after_success_hook(plan, storage, self.state))
+            after_success=lambda plan: housekeeping.after_success_hook(plan, storage, self.state), clock=clock)
         add_restore_check_jobs(self.scheduler, cfg, storage, self.state)
         # Set once every plan's stored status has been loaded and the next runs are known: until then
         # /metrics answers 503 rather than zeros that would read as "never succeeded".
@@ -106,7 +108,7 @@ class Daemon:
             log.error("storage %s is not reachable: %s (will keep retrying; /readyz says 503)",
                       self.storage.describe(), self.storage_error)
         loaded = self.storage_ok and self.scheduler.refresh_status()
-        catch_up = missed_runs(self.cfg, self.storage, datetime.now(UTC)) if self.storage_ok else {}
+        catch_up = missed_runs(self.cfg, self.storage, self.clock.now()) if self.storage_ok else {}
         self.scheduler.start(catch_up)
         housekeeping.refresh_stored(self.cfg, self.storage, self.state)
         if loaded:
@@ -117,6 +119,7 @@ class Daemon:
         interval = self.cfg.server.status_refresh_seconds
         while not self._stop.wait(interval):
             try:
+                self.scheduler.check_clock()
                 self.check_storage()
                 loaded = self.storage_ok and self.scheduler.refresh_status()
                 self.scheduler.update_next_runs()

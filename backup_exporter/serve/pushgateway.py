@@ -79,7 +79,7 @@ def build_registry(plan: PlanConfig, outcome: RunOutcome, stored: status.PlanSta
         record = record.recorded(status.Attempt(
             started=outcome.started, finished=outcome.finished, exit_code=outcome.exit_code,
             result=outcome.result, message=outcome.message, name=outcome.name, size=outcome.size,
-            sha256=outcome.sha256, engine=outcome.engine))
+            sha256=outcome.sha256, engine=outcome.engine, elapsed=outcome.elapsed))
     use_previous = record.last_success is None and stored is None and bool(previous_success)
     exclude = set(NOT_PUSHED)
     if record.last_success is None and stored is None and not use_previous:

@@ -3,6 +3,14 @@
 Overlap rules: a plan never runs twice at once in this process (a run that would overlap is skipped and
 counted) nor across processes (the storage lock, taken by the runner). Missed runs are coalesced: a run
 missed while the daemon was down or busy is caught up once.
+
+Clock jumps (see ``core.clock`` for why the clock is injected and what APScheduler reads itself): the
+scheduler owns a `Clock`. A scheduled run names the slot it serves (the latest fire time at or before the
+clock's now) and the runner skips it when the plan's record shows an attempt that began at or after that
+slot, so a slot is never run twice: not after the wall clock was set back (then this daemon's runs pause
+until the clock reaches the slots it already ran), not by two replicas, not by a catch-up at start.
+`check_clock`, called by the daemon's status refresh, logs a jump and wakes APScheduler, which computed its
+sleep from the old wall time: a forward jump is then caught up once within the refresh interval.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from backup_exporter.config import Config, PlanConfig
 from backup_exporter.core import naming, status
 from backup_exporter.core.cancel import CancelToken
+from backup_exporter.core.clock import SYSTEM, Clock, JumpWatch
 from backup_exporter.core.errors import BackupError, ExitCode
 from backup_exporter.core.plan_state import PlanStates
 from backup_exporter.operations.estimating import EstimateTask
@@ -33,6 +42,9 @@ from backup_exporter.storage.base import Storage
 from backup_exporter.system.logs import event, plan_logger
 
 log = logging.getLogger(__name__)
+
+# A wall-clock change beyond the monotonic one smaller than this is NTP slewing, not a step worth a log line.
+JUMP_SECONDS = 5.0
 
 # Share of the grace period a cancelled dump tool gets before SIGKILL; the rest is for aborting the upload
 # and recording the run as interrupted before the daemon exits.
@@ -73,8 +85,11 @@ class PlanScheduler:
     """Owns the APScheduler instance, the runs in flight, and the plans' live state they update."""
 
     def __init__(self, cfg: Config, storage: Storage, state: PlanStates,
-                 after_success: Callable[[PlanConfig], Callable[[RunOutcome], None] | None] | None = None) -> None:
+                 after_success: Callable[[PlanConfig], Callable[[RunOutcome], None] | None] | None = None,
+                 clock: Clock = SYSTEM) -> None:
         self.cfg = cfg
+        self.clock = clock
+        self._jumps = JumpWatch(clock)
         self.storage = storage
         self.state = state
         self.after_success = after_success
@@ -99,19 +114,19 @@ class PlanScheduler:
 
     # -- lifecycle --------------------------------------------------------------------------------------
 
-    def start(self, catch_up: dict[str, bool] | None = None) -> None:
-        """Schedule every plan and start; plans flagged in catch_up run once right away."""
+    def start(self, catch_up: dict[str, datetime | None] | None = None) -> None:
+        """Schedule every plan and start; a plan with a slot in catch_up runs once right away, for that slot."""
         for plan in self.cfg.plans.values():
             self.scheduler.add_job(self._scheduled_run, plan.schedule.trigger(), args=[plan.name],
                                    id=f"backup:{plan.name}", name=f"backup {plan.name}")
         for func, trigger, job_id in self.extra_jobs:
             self.scheduler.add_job(func, trigger, id=job_id, name=job_id)
         self.scheduler.start()
-        for name, due in (catch_up or {}).items():
-            if due:
+        for name, slot in (catch_up or {}).items():
+            if slot is not None:
                 event(plan_logger(__name__, name), logging.INFO, "catch_up",
                       "a scheduled run was missed while the daemon was down: running it once now")
-                self.scheduler.add_job(self._scheduled_run, args=[name], id=f"catch-up:{name}",
+                self.scheduler.add_job(self._scheduled_run, args=[name, slot], id=f"catch-up:{name}",
                                        name=f"catch-up {name}")
         self.update_next_runs()
 
@@ -137,6 +152,25 @@ class PlanScheduler:
     @property
     def alive(self) -> bool:
         return bool(self.scheduler.running)
+
+    def check_clock(self) -> float:
+        """Return how far the wall clock jumped since the last check (0.0 under JUMP_SECONDS); on a jump, log
+        it and wake APScheduler so it judges what is due by the new time."""
+        jump = self._jumps.jump()
+        if abs(jump) < JUMP_SECONDS:
+            return 0.0
+        logger = logging.LoggerAdapter(log, {})
+        if jump > 0:
+            event(logger, logging.WARNING, "clock_jump", "the wall clock jumped forward %.0f s: runs whose time "
+                  "has passed are caught up once", jump)
+        else:
+            event(logger, logging.WARNING, "clock_jump", "the wall clock jumped back %.0f s: scheduled runs wait "
+                  "until the clock reaches the runs already made (up to %.0f s without a scheduled backup)",
+                  -jump, -jump)
+        if self.scheduler.running:
+            self.scheduler.wakeup()
+        self.update_next_runs()
+        return jump
 
     def update_next_runs(self) -> None:
         for plan in self.cfg.plans:
@@ -173,7 +207,10 @@ class PlanScheduler:
         threading.Thread(target=self._execute, args=(run, lock), daemon=True, name=f"run-{plan}").start()
         return run
 
-    def _scheduled_run(self, plan: str) -> None:
+    def _scheduled_run(self, plan: str, slot: datetime | None = None) -> None:
+        """Run `plan` for its schedule slot: `slot`, or the latest fire time at or before the clock's now."""
+        if slot is None:
+            slot = self.cfg.plans[plan].schedule.previous_run(self.clock.now())
         lock = self._plan_locks[plan]
         if not lock.acquire(blocking=False):
             self.state.run_skipped(plan)
@@ -185,7 +222,7 @@ class PlanScheduler:
         if run is None:  # submitted to the pool just before shutdown paused the scheduler
             lock.release()
             return
-        self._execute(run, lock)
+        self._execute(run, lock, slot)
 
     def _new_run(self, plan: str, trigger: str) -> RunState | None:
         """Register a run of `plan` (whose plan lock the caller holds); return None once shutdown began."""
@@ -201,7 +238,7 @@ class PlanScheduler:
             self._runs[run.id] = run
         return run
 
-    def _execute(self, run: RunState, lock: threading.Lock) -> None:
+    def _execute(self, run: RunState, lock: threading.Lock, slot: datetime | None = None) -> None:
         plan = self.cfg.plans[run.plan]
         try:
             hook = self.after_success(plan) if self.after_success else None
@@ -209,11 +246,13 @@ class PlanScheduler:
             EstimateTask(plan, run.progress).start()
             outcome = run_backup(plan, self.storage, state=self.state, cancel=run.cancel,
                                  trigger=f"daemon {run.trigger}", progress=run.progress, after_success=hook,
-                                 grace_seconds=self.cfg.server.grace_period_seconds * ENGINE_GRACE_SHARE)
+                                 grace_seconds=self.cfg.server.grace_period_seconds * ENGINE_GRACE_SHARE,
+                                 clock=self.clock, slot=slot)
         except Exception as exc:  # never let a bug kill the scheduler thread silently
             log.exception("internal error in run of plan %s", run.plan)
-            now = time.time()
-            outcome = RunOutcome(run.plan, status.FAILURE, ExitCode.SOFTWARE, f"internal error: {exc}", now, now)
+            now = self.clock.now().timestamp()
+            outcome = RunOutcome(run.plan, status.FAILURE, ExitCode.SOFTWARE, f"internal error: {exc}", now, now,
+                                 elapsed=0.0)
             self.state.run_finished(run.plan, status.FAILURE, ExitCode.SOFTWARE)
         finally:
             lock.release()
@@ -255,21 +294,23 @@ class PlanScheduler:
         return ok
 
 
-def missed_runs(cfg: Config, storage: Storage, now: datetime) -> dict[str, bool]:
-    """Return, per plan, whether a scheduled run fell between its last recorded attempt and now.
+def missed_runs(cfg: Config, storage: Storage, now: datetime) -> dict[str, datetime | None]:
+    """Return, per plan, the latest schedule slot that fell between its last recorded attempt and now (the
+    one catch-up run serves it), or None.
 
-    A plan that never ran is not caught up: its first run comes at its schedule.
+    A plan that never ran is not caught up: its first run comes at its schedule. Nor is one whose last
+    attempt is later than now's slot (the wall clock was set back since).
     """
-    due: dict[str, bool] = {}
+    due: dict[str, datetime | None] = {}
     for plan in cfg.plans.values():
+        due[plan.name] = None
         try:
             record = records.load(storage, naming.status_name(plan.prefix, plan.name), plan.name)
         except BackupError:
-            due[plan.name] = False
             continue
         if record.last_attempt is None:
-            due[plan.name] = False
             continue
         previous = plan.schedule.previous_run(now)
-        due[plan.name] = previous is not None and previous.timestamp() > record.last_attempt.started + 1
+        if previous is not None and previous.timestamp() > record.last_attempt.started + 1:
+            due[plan.name] = previous
     return due
