@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import shutil
-import socket
 import struct
 import threading
 import time
@@ -44,6 +42,7 @@ from backup_exporter.mongo.estimate import WorkEstimate
 from backup_exporter.repository import records
 from backup_exporter.repository.metadata import backup_metadata
 from backup_exporter.storage.base import Storage, Upload
+from backup_exporter.system import holders
 from backup_exporter.system.logs import event, plan_logger
 
 ARCHIVE_MAGIC = struct.pack("<I", 0x8199E26D)
@@ -168,7 +167,7 @@ def _engine(plan: PlanConfig, engine: str, grace_seconds: float) -> Engine:
 
 
 def holder_description(trigger: str) -> str:
-    return f"{socket.gethostname()} pid {os.getpid()} ({trigger})"
+    return holders.describe(trigger)
 
 
 def run_backup(plan: PlanConfig, storage: Storage, *, state: PlanStates | None = None,
@@ -198,8 +197,11 @@ def run_backup(plan: PlanConfig, storage: Storage, *, state: PlanStates | None =
     except LockHeld as exc:
         if state is not None:
             state.run_skipped(plan.name)
-        event(log, logging.WARNING, "skipped", "run skipped: %s", exc.message, exit_code=int(ExitCode.LOCKED))
-        return RunOutcome(plan.name, "skipped", ExitCode.LOCKED, exc.message, started, clock().timestamp())
+        message = exc.message
+        if (pid := holders.gone_pid(exc.holder)) is not None:
+            message += f" (a stale lock: no process {pid} runs on this host now, so that run was killed)"
+        event(log, logging.WARNING, "skipped", "run skipped: %s", message, exit_code=int(ExitCode.LOCKED))
+        return RunOutcome(plan.name, "skipped", ExitCode.LOCKED, message, started, clock().timestamp())
     except BackupError as exc:
         # The lock itself could not be taken (storage down): nothing ran, nothing can be recorded there.
         if state is not None:
