@@ -9,6 +9,7 @@ earlier backup still verifying, the status record, and the next run succeeding o
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -29,6 +30,7 @@ from pymongo import MongoClient
 
 from tests import servers
 from tests.cli_helpers import backupctl, base_env, native_azure_config
+from tests.daemon_helpers import DaemonProcess, post, start_daemon
 from tests.faultproxy import FaultProxy, fault_proxy
 
 DOCS = 1500  # ~6 MiB of incompressible BSON: three 2 MiB blocks
@@ -185,3 +187,122 @@ def test_a_run_sigkilled_mid_upload_leaves_a_stale_lease_that_the_next_run_names
     assert len(_archives(own_azurite)) == 2
     record = _record(own_azurite)
     assert record["running"] is None and record["last_attempt"]["result"] == "success"
+
+
+def _daemon_config(tmp_path: Path, db: str) -> Path:
+    config = _config(tmp_path, db)
+    text = config.read_text().replace("plans:\n", "log_format: json\nserver:\n  api_token: ${BACKUP_API_TOKEN:-}\n"
+                                      "  status_refresh: 1s\nplans:\n", 1)
+    config.write_text(text.replace("    engine: native\n", '    engine: native\n    schedule: "0 0 1 1 *"\n', 1))
+    return config
+
+
+def _finished_runs(daemon: DaemonProcess) -> float:
+    return sum(daemon.value("backup_runs_total", plan="main", result=r) or 0.0 for r in ("success", "failure"))
+
+
+def _log_lines(daemon: DaemonProcess, since: float) -> list[tuple[float, str]]:
+    """Return (UNIX time, message) of the daemon's JSON log lines from `since` on."""
+    lines = []
+    for raw in daemon.log().splitlines():
+        try:
+            entry = json.loads(raw)
+        except ValueError:
+            continue
+        stamp = datetime.fromisoformat(entry["time"]).timestamp()
+        if stamp >= since:
+            lines.append((stamp, str(entry.get("message", ""))))
+    return lines
+
+
+def test_azurite_killed_mid_upload_fails_the_run_with_74_within_the_bound_logging_every_retry(
+        tmp_path: Path, own_azurite: servers.Server, slow_mongo: FaultProxy, random_db: str) -> None:
+    config = _daemon_config(tmp_path, random_db)
+    env = _env(own_azurite, slow_mongo) | {"BACKUP_API_TOKEN": "t0ken"}
+    daemon = start_daemon(config, env, tmp_path / "logs")
+    try:
+        def run_now() -> float:
+            done = _finished_runs(daemon)
+            code, body = post(f"{daemon.url}/api/v1/plans/main/run", "t0ken")
+            assert code == 202, body
+            return done
+
+        before = run_now()
+        servers.wait_until(lambda: _finished_runs(daemon) > before, 60, "the first run")
+        assert daemon.value("backup_last_exit_code", plan="main") == 0, daemon.log()
+        [good] = _archives(own_azurite)
+        success = daemon.value("backup_last_success_timestamp_seconds", plan="main")
+
+        slow_mongo.bandwidth(1 << 20)
+        before = run_now()
+        servers.wait_until(lambda: _staged_blocks(own_azurite) > 0, 60, "the run to stage a block")
+        os.killpg(own_azurite.process.pid, signal.SIGKILL)
+        own_azurite.process.wait(10)
+        killed = time.time()
+        servers.wait_until(lambda: _finished_runs(daemon) > before, 200, "the run to fail")
+        took = time.time() - killed
+        slow_mongo.clear()
+        log = _log_lines(daemon, killed)
+        print(f"Azurite killed mid-upload: the run failed {took:.1f} s later")
+        print("\n".join(f"{t - killed:6.1f} {m}" for t, m in log))
+        assert daemon.value("backup_last_exit_code", plan="main") == 74
+        assert took < 60, f"a dead storage took {took:.0f} s to fail the run"
+        assert daemon.value("backup_last_success_timestamp_seconds", plan="main") == success
+        assert servers.http_ok(f"{daemon.url}/healthz")
+        # Every retry is logged as it happens: no silence longer than one attempt and its backoff.
+        retries = [t for t, m in log if "retry" in m]
+        assert retries and retries[0] - killed < 15, log
+        stamps = [killed] + [t for t, _ in log]
+        assert max(b - a for a, b in itertools.pairwise(stamps)) < 15, log
+
+        restarted = servers.start_azurite(tmp_path / "logs", tmp_path / "azurite-data", port=own_azurite.port)
+        own_azurite.process = restarted.process
+        assert _archives(own_azurite) == [good], "nothing of the failed run may be visible"
+        _verify(config, own_azurite, good)
+        # Once storage answers again (and the lease the failed run could not release has expired), the daemon
+        # records the failure it could not write then; its gauges never fall back to the older attempt.
+        servers.wait_until(lambda: (_record(own_azurite).get("last_attempt") or {}).get("exit_code") == 74,
+                           LEASE + 15, "the failure to be recorded")
+        record = _record(own_azurite)
+        assert record["running"] is None and record["last_success"]["finished"] == success
+        assert "unreachable" in record["last_attempt"]["message"]
+        assert daemon.value("backup_last_exit_code", plan="main") == 74
+        assert daemon.value("backup_last_success_timestamp_seconds", plan="main") == success
+        before = run_now()
+        servers.wait_until(lambda: _finished_runs(daemon) > before, 90, "the run after Azurite is back")
+        assert daemon.value("backup_last_exit_code", plan="main") == 0, daemon.log()
+        assert len(_archives(own_azurite)) == 2
+    finally:
+        daemon.stop()
+
+
+def test_azurite_down_before_the_run_fails_it_with_74_in_seconds_and_the_next_run_succeeds(
+        tmp_path: Path, own_azurite: servers.Server, slow_mongo: FaultProxy, random_db: str) -> None:
+    config = _config(tmp_path, random_db)
+    env = _env(own_azurite, slow_mongo)
+    good, success = _good_backup(config, env, own_azurite)
+    own_azurite.stop(grace=1)  # the process is gone and its port closed: connections are refused
+    assert not servers.port_open(own_azurite.port)
+
+    started = time.monotonic()
+    down = backupctl(["run-now", "--config", str(config)], env)
+    took = time.monotonic() - started
+    print(f"Azurite down before the run: the run failed in {took:.1f} s")
+    assert down.returncode == 74, down.stderr
+    assert took < 20, f"a refused storage took {took:.0f} s to fail the run"
+    assert "Traceback" not in down.stderr
+    line = down.stderr.strip().splitlines()[-1]
+    assert f"127.0.0.1:{own_azurite.port} is unreachable" in line and "Connection refused" in line, line
+    assert "retry 1 of 1" in down.stderr, "the retry is logged"
+    started = time.monotonic()
+    shown = backupctl(["status", "--config", str(config)], env)
+    assert shown.returncode == 74 and time.monotonic() - started < 20, shown.stderr
+
+    restarted = servers.start_azurite(tmp_path / "logs", tmp_path / "azurite-data", port=own_azurite.port)
+    own_azurite.process = restarted.process
+    assert _archives(own_azurite) == [good]
+    assert _record(own_azurite)["last_success"]["finished"] == success
+    _verify(config, own_azurite, good)
+    ok = backupctl(["run-now", "--config", str(config)], env)
+    assert ok.returncode == 0, ok.stderr
+    assert len(_archives(own_azurite)) == 2

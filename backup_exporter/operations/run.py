@@ -76,6 +76,13 @@ class RunOutcome:
     size: int = 0
     sha256: str = ""
     engine: str = ""
+    recorded: bool = True  # False when its result could not be written into the plan's status record
+
+    def attempt(self) -> status.Attempt:
+        """Return this outcome as the attempt the status record keeps."""
+        return status.Attempt(started=self.started, finished=self.finished, exit_code=self.exit_code,
+                              result=self.result, message=self.message, name=self.name, size=self.size,
+                              sha256=self.sha256, engine=self.engine)
 
 
 class ArchiveSink:
@@ -203,12 +210,14 @@ def run_backup(plan: PlanConfig, storage: Storage, *, state: PlanStates | None =
         event(log, logging.WARNING, "skipped", "run skipped: %s", message, exit_code=int(ExitCode.LOCKED))
         return RunOutcome(plan.name, "skipped", ExitCode.LOCKED, message, started, clock().timestamp())
     except BackupError as exc:
-        # The lock itself could not be taken (storage down): nothing ran, nothing can be recorded there.
+        # The lock itself could not be taken (storage down): nothing ran, nothing can be recorded there now
+        # (a daemon records it once storage answers: outcome.recorded).
         if state is not None:
             state.run_started(plan.name, started)
             state.run_finished(plan.name, status.FAILURE, exc.exit_code)
         event(log, logging.ERROR, status.FAILURE, "backup failed: %s", exc.message, exit_code=exc.exit_code)
-        return RunOutcome(plan.name, status.FAILURE, exc.exit_code, exc.message, started, clock().timestamp())
+        return RunOutcome(plan.name, status.FAILURE, exc.exit_code, exc.message, started, clock().timestamp(),
+                          recorded=False)
 
 
 def _locked_run(plan: PlanConfig, storage: Storage, state: PlanStates | None, cancel: CancelToken,
@@ -380,15 +389,16 @@ def _record_start(storage: Storage, key: str, plan: str, running: status.Running
 
 def _record(storage: Storage, key: str, plan: str, outcome: RunOutcome, state: PlanStates | None,
             log: logging.LoggerAdapter[logging.Logger]) -> None:
-    """Write the run's result into the plan's status record and `state`. Never raises (but for
-    KeyboardInterrupt/SystemExit): a committed backup stays a success when its record cannot be written."""
-    attempt = status.Attempt(started=outcome.started, finished=outcome.finished, exit_code=outcome.exit_code,
-                             result=outcome.result, message=outcome.message, name=outcome.name, size=outcome.size,
-                             sha256=outcome.sha256, engine=outcome.engine)
+    """Write the run's result into the plan's status record and `state`; set `outcome.recorded` to whether
+    the record was written. Never raises (but for KeyboardInterrupt/SystemExit): a committed backup stays
+    a success when its record cannot be written."""
+    attempt = outcome.attempt()
+    outcome.recorded = False
     new_status: status.PlanStatus | None = None
     problem = ""
     try:
         new_status = records.update(storage, key, plan, lambda current: current.recorded(attempt))
+        outcome.recorded = True
     except BackupError as exc:  # StorageError, AuthenticationFailed, a lost lease ...: all of storage's refusals
         problem = exc.message
     except Exception as exc:

@@ -26,7 +26,7 @@ from backup_exporter.core import naming, status
 from backup_exporter.core.cancel import CancelToken
 from backup_exporter.core.errors import BackupError, ExitCode
 from backup_exporter.core.plan_state import PlanStates
-from backup_exporter.operations.run import Progress, RunOutcome, run_backup
+from backup_exporter.operations.run import Progress, RunOutcome, holder_description, run_backup
 from backup_exporter.repository import records
 from backup_exporter.storage.base import Storage
 from backup_exporter.system.logs import event, plan_logger
@@ -92,6 +92,9 @@ class PlanScheduler:
         self.extra_jobs: list[tuple[Callable[..., Any], Any, str]] = []
         # Why the last refresh_status could not read a plan's record (for the daemon's 503 answer).
         self.refresh_error = ""
+        # Per plan, this process's last run whose result could not be written into the status record (storage
+        # was unreachable when it ended): refresh_status writes it once storage answers (guarded by _runs_lock).
+        self._unrecorded: dict[str, RunOutcome] = {}
 
     # -- lifecycle --------------------------------------------------------------------------------------
 
@@ -199,6 +202,7 @@ class PlanScheduler:
 
     def _execute(self, run: RunState, lock: threading.Lock) -> None:
         plan = self.cfg.plans[run.plan]
+        outcome: RunOutcome | None = None
         try:
             hook = self.after_success(plan) if self.after_success else None
             outcome = run_backup(plan, self.storage, state=self.state, cancel=run.cancel,
@@ -210,6 +214,13 @@ class PlanScheduler:
             outcome = RunOutcome(run.plan, status.FAILURE, ExitCode.SOFTWARE, f"internal error: {exc}", now, now)
             self.state.run_finished(run.plan, status.FAILURE, ExitCode.SOFTWARE)
         finally:
+            # A skipped run (None: KeyboardInterrupt/SystemExit ends the process) leaves an unrecorded one be.
+            if outcome is not None and outcome.result != "skipped":
+                with self._runs_lock:
+                    if outcome.recorded:
+                        self._unrecorded.pop(run.plan, None)
+                    else:
+                        self._unrecorded[run.plan] = outcome
             lock.release()
             self.update_next_runs()
         # Published only after the plan lock is free, so "finished" always means a new run may start.
@@ -232,6 +243,9 @@ class PlanScheduler:
                 generation = self._generation[plan.name]
             if self.is_running(plan.name):
                 continue
+            if not self._record_late(plan):
+                # The live state already shows that run; the stored record, older, must not replace it.
+                continue
             try:
                 record = records.load(self.storage, naming.status_name(plan.prefix, plan.name), plan.name)
                 record = records.settle(self.storage, record, naming.lock_name(plan.prefix, plan.name))
@@ -247,6 +261,39 @@ class PlanScheduler:
                     continue
                 self.state.apply_status(record)
         return ok
+
+    def _record_late(self, plan: PlanConfig) -> bool:
+        """Write this process's unrecorded last run of `plan` into its status record, under the plan's lock;
+        return True when nothing is left to write (written, or the record has moved on since)."""
+        with self._runs_lock:
+            outcome = self._unrecorded.get(plan.name)
+        if outcome is None:
+            return True
+        attempt = outcome.attempt()
+        log_ = plan_logger(__name__, plan.name)
+        late: list[bool] = []
+
+        def change(current: status.PlanStatus) -> status.PlanStatus:
+            updated = current.recorded_late(attempt)
+            late.append(updated is not None)
+            return updated or current
+
+        try:
+            # The lock a failed run could not release is its own lease, which expires by itself: until then
+            # this waits (LockHeld), as any other run would.
+            with self.storage.lock(naming.lock_name(plan.prefix, plan.name), holder_description("daemon record")):
+                records.update(self.storage, naming.status_name(plan.prefix, plan.name), plan.name, change)
+        except BackupError as exc:
+            log_.debug("the result of the run started at %s is not recorded yet: %s", outcome.started, exc.message)
+            return False
+        with self._runs_lock:
+            if self._unrecorded.get(plan.name) is outcome:
+                del self._unrecorded[plan.name]
+        if late and late[0]:
+            event(log_, logging.INFO, "recorded_late", "storage answers again: recorded the run started %s "
+                  "(exit %d) that could not be recorded when it ended", datetime.fromtimestamp(
+                      outcome.started, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), outcome.exit_code)
+        return True
 
 
 def missed_runs(cfg: Config, storage: Storage, now: datetime) -> dict[str, bool]:
