@@ -82,8 +82,9 @@ class PlanStatus:
         run = self.running
         attempt = Attempt(started=run.started, finished=run.started, exit_code=ABANDONED_EXIT_CODE,
                           result=FAILURE, name="", engine=run.engine,
-                          message=f"the run started by {run.holder} never finished (killed: SIGKILL, out of "
-                                  "memory, or its node was lost); nothing was committed for it")
+                          message=f"the run started by {run.holder} never finished, or could not record its "
+                                  "end (killed: SIGKILL, out of memory, its node lost; or storage not answering "
+                                  "as it ended)")
         return self.recorded(attempt)
 
     def recorded_late(self, attempt: Attempt) -> PlanStatus | None:
