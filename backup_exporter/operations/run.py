@@ -180,13 +180,15 @@ def holder_description(trigger: str) -> str:
 def run_backup(plan: PlanConfig, storage: Storage, *, state: PlanStates | None = None,
                cancel: CancelToken | None = None, trigger: str = "manual", progress: Progress | None = None,
                engine: Engine | None = None, after_success: Callable[[RunOutcome], None] | None = None,
-               clock: Callable[[], datetime] = lambda: datetime.now(UTC), grace_seconds: float = 10.0) -> RunOutcome:
+               clock: Callable[[], datetime] = lambda: datetime.now(UTC), grace_seconds: float = 10.0,
+               unrecorded: status.Attempt | None = None) -> RunOutcome:
     """Run one backup of `plan` and return its outcome; never raises for a failed run (only
     KeyboardInterrupt/SystemExit propagate, after the run was aborted and recorded).
 
     A run that finds the plan locked is 'skipped' (exit LOCKED) and records nothing. Every other outcome is
     recorded in the plan's status object in storage (if storage is reachable) and in `state`.
-    `grace_seconds` is how long a cancelled dump tool gets between SIGTERM and SIGKILL.
+    `grace_seconds` is how long a cancelled dump tool gets between SIGTERM and SIGKILL. `unrecorded` is
+    an earlier run's result that could not be written when it ended: it is recorded as this run starts.
     """
     log = plan_logger(__name__, plan.name)
     cancel = cancel or CancelToken()
@@ -200,7 +202,7 @@ def run_backup(plan: PlanConfig, storage: Storage, *, state: PlanStates | None =
         holder = holder_description(trigger)
         with storage.lock(lock, holder):
             return _locked_run(plan, storage, state, cancel, progress, engine, after_success, started_at, clock,
-                               log, grace_seconds, holder)
+                               log, grace_seconds, holder, unrecorded)
     except LockHeld as exc:
         if state is not None:
             state.run_skipped(plan.name)
@@ -223,7 +225,8 @@ def run_backup(plan: PlanConfig, storage: Storage, *, state: PlanStates | None =
 def _locked_run(plan: PlanConfig, storage: Storage, state: PlanStates | None, cancel: CancelToken,
                 progress: Progress, engine: Engine | None, after_success: Callable[[RunOutcome], None] | None,
                 started_at: datetime, clock: Callable[[], datetime],
-                log: logging.LoggerAdapter[logging.Logger], grace_seconds: float, holder: str) -> RunOutcome:
+                log: logging.LoggerAdapter[logging.Logger], grace_seconds: float, holder: str,
+                unrecorded: status.Attempt | None) -> RunOutcome:
     started = started_at.timestamp()
     status_key = naming.status_name(plan.prefix, plan.name)
     name = naming.backup_name(plan.prefix, plan.name, _name_time(storage, status_key, plan.name, started_at),
@@ -235,7 +238,8 @@ def _locked_run(plan: PlanConfig, storage: Storage, state: PlanStates | None, ca
         engine, why = select_engine(plan, grace_seconds)
     event(log, logging.INFO, "started", "backup started: engine %s (%s), into %s", engine.name, why, name,
           engine=engine.name)
-    _record_start(storage, status_key, plan.name, status.Running(started, holder, name, engine.name), log)
+    _record_start(storage, status_key, plan.name, status.Running(started, holder, name, engine.name), log,
+                  unrecorded)
     upload: Upload | None = None
     sink: ArchiveSink | None = None
     encrypting: EncryptingWriter | None = None
@@ -367,12 +371,15 @@ def _within(seconds: float, work: Callable[[], None], log: logging.LoggerAdapter
 
 
 def _record_start(storage: Storage, key: str, plan: str, running: status.Running,
-                  log: logging.LoggerAdapter[logging.Logger]) -> None:
+                  log: logging.LoggerAdapter[logging.Logger], unrecorded: status.Attempt | None = None) -> None:
     """Write that this run is under way, so that a run killed before its end (SIGKILL, OOM, a lost node)
     still shows as a failure. An earlier attempt that never finished is recorded as failed first: this run
     holds the plan's lock, so that one cannot be running any more. Never raises: a run whose start cannot
-    be recorded still runs, and its end is recorded as usual."""
+    be recorded still runs, and its end is recorded as usual. `unrecorded`, an earlier run's result that
+    could not be written when it ended, is written first (unless the record has moved on since)."""
     def change(current: status.PlanStatus) -> status.PlanStatus:
+        if unrecorded is not None:
+            current = current.recorded_late(unrecorded) or current
         if current.running is not None:
             event(log, logging.WARNING, "abandoned", "the previous run, started %s by %s, never finished; "
                   "recording it as failed (exit %d)", datetime.fromtimestamp(current.running.started, UTC)

@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 # Share of the grace period a cancelled dump tool gets before SIGKILL; the rest is for aborting the upload
 # and recording the run as interrupted before the daemon exits.
 ENGINE_GRACE_SHARE = 0.75
+# How long a run starting waits for refresh_status to finish writing an earlier run's result late (a lock
+# blob lease, a read and a write of the status record: milliseconds while storage answers).
+LATE_WAIT_SECONDS = 60.0
 
 
 class SchedulerClosed(RuntimeError):
@@ -95,6 +98,8 @@ class PlanScheduler:
         # Per plan, this process's last run whose result could not be written into the status record (storage
         # was unreachable when it ended): refresh_status writes it once storage answers (guarded by _runs_lock).
         self._unrecorded: dict[str, RunOutcome] = {}
+        # Plans whose in-process lock refresh_status holds, briefly, to write such a result (not a run).
+        self._late: set[str] = set()
 
     # -- lifecycle --------------------------------------------------------------------------------------
 
@@ -155,13 +160,25 @@ class PlanScheduler:
             return list(reversed(self._runs.values()))
 
     def is_running(self, plan: str) -> bool:
-        return self._plan_locks[plan].locked()
+        # No _runs_lock here: callers hold it. A set's membership test is atomic.
+        return self._plan_locks[plan].locked() and plan not in self._late
+
+    def _acquire(self, plan: str) -> bool:
+        """Take the plan's in-process lock for a run; return False when a run of the plan holds it. Waits
+        (bounded) while refresh_status holds it to write an earlier run's result late: that is no run."""
+        lock = self._plan_locks[plan]
+        if lock.acquire(blocking=False):
+            return True
+        with self._runs_lock:  # the late writer takes and leaves the lock and _late together under it
+            if plan not in self._late:
+                return lock.acquire(blocking=False)
+        return lock.acquire(timeout=LATE_WAIT_SECONDS)
 
     def start_manual(self, plan: str) -> RunState | None:
         """Start a run of `plan` in the background; return it, or None when the plan is already running.
         Raises SchedulerClosed once shutdown has begun."""
         lock = self._plan_locks[plan]
-        if not lock.acquire(blocking=False):
+        if not self._acquire(plan):
             if self.closing:
                 raise SchedulerClosed("the daemon is shutting down")
             return None
@@ -174,7 +191,7 @@ class PlanScheduler:
 
     def _scheduled_run(self, plan: str) -> None:
         lock = self._plan_locks[plan]
-        if not lock.acquire(blocking=False):
+        if not self._acquire(plan):
             self.state.run_skipped(plan)
             event(plan_logger(__name__, plan), logging.WARNING, "skipped",
                   "scheduled run skipped: the previous run of this plan is still going")
@@ -203,18 +220,23 @@ class PlanScheduler:
     def _execute(self, run: RunState, lock: threading.Lock) -> None:
         plan = self.cfg.plans[run.plan]
         outcome: RunOutcome | None = None
+        with self._runs_lock:
+            earlier = self._unrecorded.get(run.plan)
         try:
             hook = self.after_success(plan) if self.after_success else None
+            # An earlier run's result still unrecorded is written by this run as it starts, under its lock.
             outcome = run_backup(plan, self.storage, state=self.state, cancel=run.cancel,
                                  trigger=f"daemon {run.trigger}", progress=run.progress, after_success=hook,
-                                 grace_seconds=self.cfg.server.grace_period_seconds * ENGINE_GRACE_SHARE)
+                                 grace_seconds=self.cfg.server.grace_period_seconds * ENGINE_GRACE_SHARE,
+                                 unrecorded=earlier.attempt() if earlier is not None else None)
         except Exception as exc:  # never let a bug kill the scheduler thread silently
             log.exception("internal error in run of plan %s", run.plan)
             now = time.time()
             outcome = RunOutcome(run.plan, status.FAILURE, ExitCode.SOFTWARE, f"internal error: {exc}", now, now)
             self.state.run_finished(run.plan, status.FAILURE, ExitCode.SOFTWARE)
         finally:
-            # A skipped run (None: KeyboardInterrupt/SystemExit ends the process) leaves an unrecorded one be.
+            # A skipped run (None: KeyboardInterrupt/SystemExit ends the process) leaves an unrecorded one be;
+            # any other wrote it as it started, or is itself the newer result to write.
             if outcome is not None and outcome.result != "skipped":
                 with self._runs_lock:
                     if outcome.recorded:
@@ -269,6 +291,19 @@ class PlanScheduler:
             outcome = self._unrecorded.get(plan.name)
         if outcome is None:
             return True
+        lock = self._plan_locks[plan.name]
+        with self._runs_lock:
+            if not lock.acquire(blocking=False):
+                return False  # a run started: it writes that result itself
+            self._late.add(plan.name)
+        try:
+            return self._write_late(plan, outcome)
+        finally:
+            with self._runs_lock:
+                self._late.discard(plan.name)
+                lock.release()
+
+    def _write_late(self, plan: PlanConfig, outcome: RunOutcome) -> bool:
         attempt = outcome.attempt()
         log_ = plan_logger(__name__, plan.name)
         late: list[bool] = []
