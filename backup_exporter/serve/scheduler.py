@@ -304,6 +304,8 @@ class PlanScheduler:
                 lock.release()
 
     def _write_late(self, plan: PlanConfig, outcome: RunOutcome) -> bool:
+        """Write `outcome` into the plan's record under its storage lock; return False when that cannot be
+        done yet (storage refusing, or the lock still held: the failed run's unreleased lease)."""
         attempt = outcome.attempt()
         log_ = plan_logger(__name__, plan.name)
         late: list[bool] = []
