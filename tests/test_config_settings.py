@@ -208,3 +208,25 @@ def test_a_plan_has_a_default_timeout_so_a_hung_dump_cannot_hold_it_forever() ->
     cfg = config.from_mapping({"storage": {"type": "local", "path": "/tmp"},
                                "plans": {"p": {"mongodb_uri": "mongodb://db/"}}}, {}, "t.yml")
     assert cfg.plans["p"].timeout_seconds == 8 * 3600
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("14", "At 'storage.lease_seconds': must be between 15 and 60, got 14"),
+    ("61", "At 'storage.lease_seconds': must be between 15 and 60, got 61"),
+    ("20.5", "At 'storage.lease_seconds': 20.5 is not a whole number"),
+    ("true", "At 'storage.lease_seconds': expected a whole number, got a boolean"),
+])
+def test_the_azure_lease_period_is_15_to_60_whole_seconds(tmp_path: Path, value: str, expected: str) -> None:
+    path = tmp_path / "backup.yml"
+    path.write_text("storage:\n  container: c\n  connection_string: AccountName=a;AccountKey=k\n"
+                    f"  lease_seconds: {value}\nplans:\n  p:\n    mongodb_uri: mongodb://db/\n")
+    assert expected in errors_of(path)
+
+
+def test_the_azure_lease_period_defaults_to_60_seconds_and_takes_a_shorter_one(tmp_path: Path) -> None:
+    path = tmp_path / "backup.yml"
+    text = "storage:\n  container: c\n  connection_string: AccountName=a;AccountKey=k\nplans:\n  p:\n    mongodb_uri: mongodb://db/\n"
+    path.write_text(text)
+    assert config.load_file(path, {}).storage.lease_seconds == 60
+    path.write_text(text.replace("storage:\n", "storage:\n  lease_seconds: 15\n"))
+    assert config.load_file(path, {}).storage.lease_seconds == 15

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from backup_exporter import config as config_module
 from backup_exporter.core.errors import AuthenticationFailed
 from backup_exporter.core.plan_state import PlanStates
-from backup_exporter.core.status import Attempt, PlanStatus
+from backup_exporter.core.status import Attempt, PlanStatus, Running
 from backup_exporter.operations import housekeeping
 from backup_exporter.operations.run import run_backup
 from backup_exporter.serve.metrics import GAUGES, gauge_values, metrics_registry
@@ -162,3 +162,28 @@ def test_concurrent_updates_are_never_lost() -> None:
     for thread in threads:
         thread.join()
     assert state.get("a").uploaded_bytes == 8000 and state.get("a").runs("skipped") == 8000
+
+
+def _attempt(started: float, exit_code: int, result: str = "failure") -> Attempt:
+    return Attempt(started=started, finished=started + 5, exit_code=exit_code, result=result, message="m")
+
+
+def test_a_result_recorded_late_replaces_what_its_run_left_behind_and_never_a_newer_run() -> None:
+    ok = _attempt(100, 0, "success")
+    late = _attempt(200, 74)
+    started = PlanStatus("p", last_attempt=ok, last_success=ok).starting(Running(200, "h pid 1 (x)"))
+    after = started.recorded_late(late)
+    assert after is not None and after.running is None
+    assert after.last_attempt == late and after.last_success == ok
+    # Another process already settled it as "never finished": the real result replaces that guess.
+    settled = started.abandoned()
+    assert settled.last_attempt is not None and settled.last_attempt.exit_code == 137
+    replaced = settled.recorded_late(late)
+    assert replaced is not None and replaced.last_attempt == late and replaced.last_success == ok
+    # Never recorded at all (storage down before the lock): it becomes the last attempt when newer.
+    never = PlanStatus("p", last_attempt=ok, last_success=ok).recorded_late(late)
+    assert never is not None and never.last_attempt == late
+    # A newer run, finished or under way, wins.
+    newer = _attempt(300, 0, "success")
+    assert PlanStatus("p", last_attempt=newer, last_success=newer).recorded_late(late) is None
+    assert started.starting(Running(300, "other")).recorded_late(late) is None

@@ -306,7 +306,9 @@ def test_a_held_lock_refuses_a_second_holder_naming_the_first_and_is_free_after_
         assert storage.lock_holder(LOCK) == "backupctl pid 42 on host-a"
         with pytest.raises(LockHeld) as excinfo, storage.lock(LOCK, "backupctl pid 43 on host-b"):
             pass
-        assert str(excinfo.value) == "plan 'prod/orders' is locked by backupctl pid 42 on host-a"
+        # Azure adds when a dead holder's lease frees itself at the latest.
+        assert str(excinfo.value).startswith("plan 'prod/orders' is locked by backupctl pid 42 on host-a")
+        assert excinfo.value.holder == "backupctl pid 42 on host-a"
         assert excinfo.value.exit_code == ExitCode.LOCKED
     assert storage.lock_holder(LOCK) is None
     with storage.lock(LOCK, "backupctl pid 43 on host-b"):

@@ -104,6 +104,8 @@ class StorageConfig(Model):
     block_size: f.BlockSize = 8 << 20
     max_concurrency: f.Positive = 4
     create_container: bool = False
+    # The plan lock's lease period: how long a killed run keeps its plan locked (Azure allows 15-60 s).
+    lease_seconds: Annotated[f.Number, f.between(15, 60)] = 60
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -8,6 +8,7 @@ the exit code below; anything else is a bug and exits with SOFTWARE.
 from __future__ import annotations
 
 import signal
+from datetime import datetime
 from enum import IntEnum
 
 
@@ -82,7 +83,15 @@ class StorageError(BackupError):
 
 
 class LockHeld(BackupError):
+    """Another run holds the plan's lock: `holder` is who (as it recorded itself), `expires_by` when the
+    lock frees itself at the latest should that holder be dead (Azure leases), when known."""
+
     exit_code = ExitCode.LOCKED
+
+    def __init__(self, message: str, *, holder: str | None = None, expires_by: datetime | None = None) -> None:
+        super().__init__(message)
+        self.holder = holder
+        self.expires_by = expires_by
 
 
 class PushFailed(BackupError):

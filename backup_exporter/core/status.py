@@ -97,9 +97,28 @@ class PlanStatus:
         run = self.running
         attempt = Attempt(started=run.started, finished=run.started, exit_code=ABANDONED_EXIT_CODE,
                           result=FAILURE, name="", engine=run.engine,
-                          message=f"the run started by {run.holder} never finished (killed: SIGKILL, out of "
-                                  "memory, or its node was lost); nothing was committed for it")
+                          message=f"the run started by {run.holder} never finished, or could not record its "
+                                  "end (killed: SIGKILL, out of memory, its node lost; or storage not answering "
+                                  "as it ended)")
         return self.recorded(attempt)
+
+    def recorded_late(self, attempt: Attempt) -> PlanStatus | None:
+        """Return the status with `attempt` recorded after the fact (its run could not write its end, storage
+        being unreachable then), or None when the record has moved on since (a newer run).
+
+        The attempt replaces the `running` entry it left behind, or the 137 "never finished" entry another
+        process wrote for it, or becomes the last attempt when it is newer than the one recorded.
+        """
+        if self.running is not None:
+            return self.recorded(attempt) if self.running.started == attempt.started else None
+        last = self.last_attempt
+        if last is not None and last.started == attempt.started and last.exit_code == ABANDONED_EXIT_CODE:
+            return replace(self, last_attempt=attempt,
+                           last_success=attempt if attempt.result == SUCCESS else self.last_success,
+                           restore_check=dict(self.restore_check), verify=dict(self.verify))
+        if last is None or last.started < attempt.started:
+            return self.recorded(attempt)
+        return None
 
     def to_json(self) -> bytes:
         """Return the record of runs; the restore-check verdict lives in its own object (see load)."""

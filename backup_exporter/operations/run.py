@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import shutil
-import socket
 import struct
 import threading
 import time
@@ -45,6 +43,7 @@ from backup_exporter.mongo.estimate import WorkEstimate
 from backup_exporter.repository import records
 from backup_exporter.repository.metadata import backup_metadata
 from backup_exporter.storage.base import Storage, Upload
+from backup_exporter.system import holders
 from backup_exporter.system.logs import event, plan_logger
 
 ARCHIVE_MAGIC = struct.pack("<I", 0x8199E26D)
@@ -79,11 +78,18 @@ class RunOutcome:
     sha256: str = ""
     engine: str = ""
     elapsed: float | None = None  # seconds by the monotonic clock (finished - started can be a wall-clock jump)
+    recorded: bool = True  # False when its result could not be written into the plan's status record
 
     @property
     def duration(self) -> float:
         """Return the run's duration in seconds, never negative."""
         return max(0.0, self.elapsed if self.elapsed is not None else self.finished - self.started)
+
+    def attempt(self) -> status.Attempt:
+        """Return this outcome as the attempt the status record keeps."""
+        return status.Attempt(started=self.started, finished=self.finished, exit_code=self.exit_code,
+                              result=self.result, message=self.message, name=self.name, size=self.size,
+                              sha256=self.sha256, engine=self.engine, elapsed=self.elapsed)
 
 
 class ArchiveSink:
@@ -175,13 +181,14 @@ def _engine(plan: PlanConfig, engine: str, grace_seconds: float) -> Engine:
 
 
 def holder_description(trigger: str) -> str:
-    return f"{socket.gethostname()} pid {os.getpid()} ({trigger})"
+    return holders.describe(trigger)
 
 
 def run_backup(plan: PlanConfig, storage: Storage, *, state: PlanStates | None = None,
                cancel: CancelToken | None = None, trigger: str = "manual", progress: Progress | None = None,
                engine: Engine | None = None, after_success: Callable[[RunOutcome], None] | None = None,
-               clock: Clock = SYSTEM, grace_seconds: float = 10.0, slot: datetime | None = None) -> RunOutcome:
+               clock: Clock = SYSTEM, grace_seconds: float = 10.0, slot: datetime | None = None,
+               unrecorded: status.Attempt | None = None) -> RunOutcome:
     """Run one backup of `plan` and return its outcome; never raises for a failed run (only
     KeyboardInterrupt/SystemExit propagate, after the run was aborted and recorded).
 
@@ -190,7 +197,8 @@ def run_backup(plan: PlanConfig, storage: Storage, *, state: PlanStates | None =
     replica, a run-now, or this daemon before the wall clock was set back already served it). Every other
     outcome is recorded in the plan's status object in storage (if storage is reachable) and in `state`.
     Stamps and the backup's name come from `clock`'s wall clock, the duration from its monotonic clock.
-    `grace_seconds` is how long a cancelled dump tool gets between SIGTERM and SIGKILL.
+    `grace_seconds` is how long a cancelled dump tool gets between SIGTERM and SIGKILL. `unrecorded` is
+    an earlier run's result that could not be written when it ended: it is recorded as this run starts.
     """
     log = plan_logger(__name__, plan.name)
     cancel = cancel or CancelToken()
@@ -205,21 +213,25 @@ def run_backup(plan: PlanConfig, storage: Storage, *, state: PlanStates | None =
         holder = holder_description(trigger)
         with storage.lock(lock, holder):
             return _locked_run(plan, storage, state, cancel, progress, engine, after_success,
-                               _Times(clock, started_at, began), log, grace_seconds, holder, slot)
+                               _Times(clock, started_at, began), log, grace_seconds, holder, slot, unrecorded)
     except LockHeld as exc:
         if state is not None:
             state.run_skipped(plan.name)
-        event(log, logging.WARNING, "skipped", "run skipped: %s", exc.message, exit_code=int(ExitCode.LOCKED))
-        return RunOutcome(plan.name, "skipped", ExitCode.LOCKED, exc.message, started, clock.now().timestamp(),
+        message = exc.message
+        if (pid := holders.gone_pid(exc.holder)) is not None:
+            message += f" (a stale lock: no process {pid} runs on this host now, so that run was killed)"
+        event(log, logging.WARNING, "skipped", "run skipped: %s", message, exit_code=int(ExitCode.LOCKED))
+        return RunOutcome(plan.name, "skipped", ExitCode.LOCKED, message, started, clock.now().timestamp(),
                           elapsed=clock.monotonic() - began)
     except BackupError as exc:
-        # The lock itself could not be taken (storage down): nothing ran, nothing can be recorded there.
+        # The lock itself could not be taken (storage down): nothing ran, nothing can be recorded there now
+        # (a daemon records it once storage answers: outcome.recorded).
         if state is not None:
             state.run_started(plan.name, started)
             state.run_finished(plan.name, status.FAILURE, exc.exit_code)
         event(log, logging.ERROR, status.FAILURE, "backup failed: %s", exc.message, exit_code=exc.exit_code)
         return RunOutcome(plan.name, status.FAILURE, exc.exit_code, exc.message, started, clock.now().timestamp(),
-                          elapsed=clock.monotonic() - began)
+                          elapsed=clock.monotonic() - began, recorded=False)
 
 
 @dataclass(frozen=True)
@@ -238,7 +250,7 @@ class _Times:
 def _locked_run(plan: PlanConfig, storage: Storage, state: PlanStates | None, cancel: CancelToken,
                 progress: Progress, engine: Engine | None, after_success: Callable[[RunOutcome], None] | None,
                 times: _Times, log: logging.LoggerAdapter[logging.Logger], grace_seconds: float, holder: str,
-                slot: datetime | None) -> RunOutcome:
+                slot: datetime | None, unrecorded: status.Attempt | None) -> RunOutcome:
     started_at = times.started_at
     started = started_at.timestamp()
     status_key = naming.status_name(plan.prefix, plan.name)
@@ -269,7 +281,8 @@ def _locked_run(plan: PlanConfig, storage: Storage, state: PlanStates | None, ca
         engine, why = select_engine(plan, grace_seconds)
     event(log, logging.INFO, "started", "backup started: engine %s (%s), into %s", engine.name, why, name,
           engine=engine.name)
-    _record_start(storage, status_key, plan.name, status.Running(started, holder, name, engine.name), log)
+    _record_start(storage, status_key, plan.name, status.Running(started, holder, name, engine.name), log,
+                  unrecorded)
     upload: Upload | None = None
     sink: ArchiveSink | None = None
     encrypting: EncryptingWriter | None = None
@@ -424,12 +437,15 @@ def _within(seconds: float, work: Callable[[], None], log: logging.LoggerAdapter
 
 
 def _record_start(storage: Storage, key: str, plan: str, running: status.Running,
-                  log: logging.LoggerAdapter[logging.Logger]) -> None:
+                  log: logging.LoggerAdapter[logging.Logger], unrecorded: status.Attempt | None = None) -> None:
     """Write that this run is under way, so that a run killed before its end (SIGKILL, OOM, a lost node)
     still shows as a failure. An earlier attempt that never finished is recorded as failed first: this run
     holds the plan's lock, so that one cannot be running any more. Never raises: a run whose start cannot
-    be recorded still runs, and its end is recorded as usual."""
+    be recorded still runs, and its end is recorded as usual. `unrecorded`, an earlier run's result that
+    could not be written when it ended, is written first (unless the record has moved on since)."""
     def change(current: status.PlanStatus) -> status.PlanStatus:
+        if unrecorded is not None:
+            current = current.recorded_late(unrecorded) or current
         if current.running is not None:
             event(log, logging.WARNING, "abandoned", "the previous run, started %s by %s, never finished; "
                   "recording it as failed (exit %d)", datetime.fromtimestamp(current.running.started, UTC)
@@ -446,15 +462,16 @@ def _record_start(storage: Storage, key: str, plan: str, running: status.Running
 
 def _record(storage: Storage, key: str, plan: str, outcome: RunOutcome, state: PlanStates | None,
             log: logging.LoggerAdapter[logging.Logger]) -> None:
-    """Write the run's result into the plan's status record and `state`. Never raises (but for
-    KeyboardInterrupt/SystemExit): a committed backup stays a success when its record cannot be written."""
-    attempt = status.Attempt(started=outcome.started, finished=outcome.finished, exit_code=outcome.exit_code,
-                             result=outcome.result, message=outcome.message, name=outcome.name, size=outcome.size,
-                             sha256=outcome.sha256, engine=outcome.engine, elapsed=outcome.elapsed)
+    """Write the run's result into the plan's status record and `state`; set `outcome.recorded` to whether
+    the record was written. Never raises (but for KeyboardInterrupt/SystemExit): a committed backup stays
+    a success when its record cannot be written."""
+    attempt = outcome.attempt()
+    outcome.recorded = False
     new_status: status.PlanStatus | None = None
     problem = ""
     try:
         new_status = records.update(storage, key, plan, lambda current: current.recorded(attempt))
+        outcome.recorded = True
     except BackupError as exc:  # StorageError, AuthenticationFailed, a lost lease ...: all of storage's refusals
         problem = exc.message
     except Exception as exc:

@@ -11,6 +11,7 @@ from typing import Any
 from backup_exporter.core.errors import StorageError
 from backup_exporter.core.status import VERIFY_DEPTHS, PlanStatus, restore_check_name, verify_name
 from backup_exporter.storage.base import Storage
+from backup_exporter.system import holders
 
 
 def load(storage: Storage, name: str, plan: str) -> PlanStatus:
@@ -85,10 +86,14 @@ def save(storage: Storage, name: str, status: PlanStatus) -> None:
 
 
 def settle(storage: Storage, status: PlanStatus, lock_name: str) -> PlanStatus:
-    """Return `status` as readers should show it: a `running` attempt whose plan lock nobody holds any more
-    died without recording its end, and is shown as a failure (exit 137). Nothing is written.
+    """Return `status` as readers should show it: a `running` attempt whose plan lock nobody holds any more,
+    or whose holder is a process of this host that no longer exists (its Azure lease not yet expired), died
+    without recording its end, and is shown as a failure (exit 137). Nothing is written.
 
     Raises StorageError when the lock cannot be read."""
-    if status.running is None or storage.lock_holder(lock_name) is not None:
+    if status.running is None:
+        return status
+    holder = storage.lock_holder(lock_name)
+    if holder is not None and holders.gone_pid(holder) is None:
         return status
     return status.abandoned()

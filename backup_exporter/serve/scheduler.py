@@ -36,7 +36,7 @@ from backup_exporter.core.clock import SYSTEM, Clock, JumpWatch
 from backup_exporter.core.errors import BackupError, ExitCode
 from backup_exporter.core.plan_state import PlanStates
 from backup_exporter.operations.estimating import EstimateTask
-from backup_exporter.operations.run import Progress, RunOutcome, run_backup
+from backup_exporter.operations.run import Progress, RunOutcome, holder_description, run_backup
 from backup_exporter.repository import records
 from backup_exporter.storage.base import Storage
 from backup_exporter.system.logs import event, plan_logger
@@ -49,6 +49,9 @@ JUMP_SECONDS = 5.0
 # Share of the grace period a cancelled dump tool gets before SIGKILL; the rest is for aborting the upload
 # and recording the run as interrupted before the daemon exits.
 ENGINE_GRACE_SHARE = 0.75
+# How long a run starting waits for refresh_status to finish writing an earlier run's result late (a lock
+# blob lease, a read and a write of the status record: milliseconds while storage answers).
+LATE_WAIT_SECONDS = 60.0
 
 
 class SchedulerClosed(RuntimeError):
@@ -111,6 +114,11 @@ class PlanScheduler:
         self.extra_jobs: list[tuple[Callable[..., Any], Any, str]] = []
         # Why the last refresh_status could not read a plan's record (for the daemon's 503 answer).
         self.refresh_error = ""
+        # Per plan, this process's last run whose result could not be written into the status record (storage
+        # was unreachable when it ended): refresh_status writes it once storage answers (guarded by _runs_lock).
+        self._unrecorded: dict[str, RunOutcome] = {}
+        # Plans whose in-process lock refresh_status holds, briefly, to write such a result (not a run).
+        self._late: set[str] = set()
 
     # -- lifecycle --------------------------------------------------------------------------------------
 
@@ -190,13 +198,25 @@ class PlanScheduler:
             return list(reversed(self._runs.values()))
 
     def is_running(self, plan: str) -> bool:
-        return self._plan_locks[plan].locked()
+        # No _runs_lock here: callers hold it. A set's membership test is atomic.
+        return self._plan_locks[plan].locked() and plan not in self._late
+
+    def _acquire(self, plan: str) -> bool:
+        """Take the plan's in-process lock for a run; return False when a run of the plan holds it. Waits
+        (bounded) while refresh_status holds it to write an earlier run's result late: that is no run."""
+        lock = self._plan_locks[plan]
+        if lock.acquire(blocking=False):
+            return True
+        with self._runs_lock:  # the late writer takes and leaves the lock and _late together under it
+            if plan not in self._late:
+                return lock.acquire(blocking=False)
+        return lock.acquire(timeout=LATE_WAIT_SECONDS)
 
     def start_manual(self, plan: str) -> RunState | None:
         """Start a run of `plan` in the background; return it, or None when the plan is already running.
         Raises SchedulerClosed once shutdown has begun."""
         lock = self._plan_locks[plan]
-        if not lock.acquire(blocking=False):
+        if not self._acquire(plan):
             if self.closing:
                 raise SchedulerClosed("the daemon is shutting down")
             return None
@@ -212,7 +232,7 @@ class PlanScheduler:
         if slot is None:
             slot = self.cfg.plans[plan].schedule.previous_run(self.clock.now())
         lock = self._plan_locks[plan]
-        if not lock.acquire(blocking=False):
+        if not self._acquire(plan):
             self.state.run_skipped(plan)
             event(plan_logger(__name__, plan), logging.WARNING, "skipped",
                   "scheduled run skipped: the previous run of this plan is still going")
@@ -240,14 +260,19 @@ class PlanScheduler:
 
     def _execute(self, run: RunState, lock: threading.Lock, slot: datetime | None = None) -> None:
         plan = self.cfg.plans[run.plan]
+        outcome: RunOutcome | None = None
+        with self._runs_lock:
+            earlier = self._unrecorded.get(run.plan)
         try:
             hook = self.after_success(plan) if self.after_success else None
             # The estimate the progress metrics compare with; in its own thread, so it never delays the run.
             EstimateTask(plan, run.progress).start()
+            # An earlier run's result still unrecorded is written by this run as it starts, under its lock.
             outcome = run_backup(plan, self.storage, state=self.state, cancel=run.cancel,
                                  trigger=f"daemon {run.trigger}", progress=run.progress, after_success=hook,
                                  grace_seconds=self.cfg.server.grace_period_seconds * ENGINE_GRACE_SHARE,
-                                 clock=self.clock, slot=slot)
+                                 clock=self.clock, slot=slot,
+                                 unrecorded=earlier.attempt() if earlier is not None else None)
         except Exception as exc:  # never let a bug kill the scheduler thread silently
             log.exception("internal error in run of plan %s", run.plan)
             now = self.clock.now().timestamp()
@@ -255,6 +280,14 @@ class PlanScheduler:
                                  elapsed=0.0)
             self.state.run_finished(run.plan, status.FAILURE, ExitCode.SOFTWARE)
         finally:
+            # A skipped run (None: KeyboardInterrupt/SystemExit ends the process) leaves an unrecorded one be;
+            # any other wrote it as it started, or is itself the newer result to write.
+            if outcome is not None and outcome.result != "skipped":
+                with self._runs_lock:
+                    if outcome.recorded:
+                        self._unrecorded.pop(run.plan, None)
+                    else:
+                        self._unrecorded[run.plan] = outcome
             lock.release()
             self.update_next_runs()
         # Published only after the plan lock is free, so "finished" always means a new run may start.
@@ -277,6 +310,9 @@ class PlanScheduler:
                 generation = self._generation[plan.name]
             if self.is_running(plan.name):
                 continue
+            if not self._record_late(plan):
+                # The live state already shows that run; the stored record, older, must not replace it.
+                continue
             try:
                 record = records.load(self.storage, naming.status_name(plan.prefix, plan.name), plan.name)
                 record = records.settle(self.storage, record, naming.lock_name(plan.prefix, plan.name))
@@ -292,6 +328,54 @@ class PlanScheduler:
                     continue
                 self.state.apply_status(record)
         return ok
+
+    def _record_late(self, plan: PlanConfig) -> bool:
+        """Write this process's unrecorded last run of `plan` into its status record, under the plan's lock;
+        return True when nothing is left to write (written, or the record has moved on since)."""
+        with self._runs_lock:
+            outcome = self._unrecorded.get(plan.name)
+        if outcome is None:
+            return True
+        lock = self._plan_locks[plan.name]
+        with self._runs_lock:
+            if not lock.acquire(blocking=False):
+                return False  # a run started: it writes that result itself
+            self._late.add(plan.name)
+        try:
+            return self._write_late(plan, outcome)
+        finally:
+            with self._runs_lock:
+                self._late.discard(plan.name)
+                lock.release()
+
+    def _write_late(self, plan: PlanConfig, outcome: RunOutcome) -> bool:
+        """Write `outcome` into the plan's record under its storage lock; return False when that cannot be
+        done yet (storage refusing, or the lock still held: the failed run's unreleased lease)."""
+        attempt = outcome.attempt()
+        log_ = plan_logger(__name__, plan.name)
+        late: list[bool] = []
+
+        def change(current: status.PlanStatus) -> status.PlanStatus:
+            updated = current.recorded_late(attempt)
+            late.append(updated is not None)
+            return updated or current
+
+        try:
+            # The lock a failed run could not release is its own lease, which expires by itself: until then
+            # this waits (LockHeld), as any other run would.
+            with self.storage.lock(naming.lock_name(plan.prefix, plan.name), holder_description("daemon record")):
+                records.update(self.storage, naming.status_name(plan.prefix, plan.name), plan.name, change)
+        except BackupError as exc:
+            log_.debug("the result of the run started at %s is not recorded yet: %s", outcome.started, exc.message)
+            return False
+        with self._runs_lock:
+            if self._unrecorded.get(plan.name) is outcome:
+                del self._unrecorded[plan.name]
+        if late and late[0]:
+            event(log_, logging.INFO, "recorded_late", "storage answers again: recorded the run started %s "
+                  "(exit %d) that could not be recorded when it ended", datetime.fromtimestamp(
+                      outcome.started, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), outcome.exit_code)
+        return True
 
 
 def missed_runs(cfg: Config, storage: Storage, now: datetime) -> dict[str, datetime | None]:

@@ -17,4 +17,5 @@ def open_storage(cfg: StorageConfig) -> Storage:
         return LocalStorage(cfg.path)
     return AzureStorage(cfg.container, connection_string=cfg.connection_string, account_url=cfg.account_url,
                         sas_token=cfg.sas_token, block_size=cfg.block_size, max_concurrency=cfg.max_concurrency,
-                        create_container=cfg.create_container)
+                        create_container=cfg.create_container, lease_seconds=cfg.lease_seconds,
+                        renew_seconds=cfg.lease_seconds / 3)

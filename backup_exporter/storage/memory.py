@@ -179,7 +179,7 @@ class MemoryStorage:
         with self._mutex:
             current = self._leases.get(name)
             if current is not None:
-                raise LockHeld(f"{lock_subject(name)} is locked by {current.holder}")
+                raise LockHeld(f"{lock_subject(name)} is locked by {current.holder}", holder=current.holder)
             self._leases[name] = lease
             # Like the lock blob of Azure and the lock file of the local backend, the lock is an object.
             self._objects.setdefault(name, _Object(b"", {}, datetime.now(UTC)))

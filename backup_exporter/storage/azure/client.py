@@ -78,8 +78,13 @@ class LoggedRetry(ExponentialRetry):
     def increment(self, settings: dict[str, Any], request: Any, response: Any = None,
                   error: Any = None) -> bool:
         again: bool = super().increment(settings, request, response=response, error=error)
+        budget = settings.get("budget", self.total_retries)
+        if error is not None:
+            # The SDK keeps connect and read budgets apart: a connection refused, then a reset, then a timeout
+            # would get a retry from each. One budget for all of them keeps worst_case_seconds the bound.
+            settings["errors"] = settings.get("errors", 0) + 1
+            again = again and settings["errors"] <= budget
         if again:
-            budget = settings.get("budget", self.total_retries)
             if error is not None:
                 reason = "timed out" if "timed out" in str(error).lower() else type(error).__name__
                 settings["of"] = budget

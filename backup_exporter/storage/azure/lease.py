@@ -15,9 +15,10 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
-from azure.storage.blob import BlobLeaseClient, ContainerClient
+from azure.storage.blob import BlobLeaseClient, BlobProperties, ContainerClient
 
 from backup_exporter.core.errors import BackupError, LockHeld
 from backup_exporter.core.naming import lock_subject
@@ -27,6 +28,8 @@ from backup_exporter.storage.azure.errors import ErrorMapper, error_code, status
 log = logging.getLogger(__name__)
 
 HOLDER_KEY = "holder"
+PERIOD_KEY = "lease_seconds"  # the holder's lease period, so a contender can say when a dead holder's lock frees
+MAX_FINITE_LEASE = 60  # Azure's longest finite lease: the bound for a holder that did not record its period
 JOIN_SECONDS = 5  # how long stopping a lock waits for a renewal in progress
 # Percent-encode the holder so any text fits in an ASCII header; keep printable ASCII readable.
 _HOLDER_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
@@ -114,8 +117,7 @@ class Leases:
                 lease.acquire(lease_duration=self.lease_seconds)
         except HttpResponseError as exc:
             if status_of(exc) == 409:
-                current = self.holder(name) or "an unknown holder"
-                raise LockHeld(f"{lock_subject(name)} is locked by {current}") from None
+                raise self._held(name) from None
             raise self._errors.error(exc, f"lock {name}") from None
         except BackupError:
             raise
@@ -126,7 +128,7 @@ class Leases:
         try:
             try:
                 quoted = urllib.parse.quote(" ".join(holder.split()), safe=_HOLDER_SAFE)
-                blob.set_blob_metadata({HOLDER_KEY: quoted}, lease=lease)
+                blob.set_blob_metadata({HOLDER_KEY: quoted, PERIOD_KEY: str(self.lease_seconds)}, lease=lease)
             except Exception as exc:
                 raise self._errors.error(exc, f"lock {name}") from None
             keeper.start()
@@ -157,6 +159,14 @@ class Leases:
 
         Raises StorageError/AuthenticationFailed when the properties cannot be read.
         """
+        props = self._lock_properties(name)
+        if props is None:
+            return None
+        raw = (props.metadata or {}).get(HOLDER_KEY, "")
+        return urllib.parse.unquote(raw) or "an unknown holder"
+
+    def _lock_properties(self, name: str) -> BlobProperties | None:
+        """Return the properties of lock blob `name` while its lease is active, else None."""
         try:
             props = self._container.get_blob_client(name).get_blob_properties()
         except ResourceNotFoundError as exc:
@@ -166,7 +176,30 @@ class Leases:
         except Exception as exc:
             raise self._errors.error(exc, f"read lock {name}") from None
         state = getattr(props.lease, "state", None)
-        if getattr(state, "value", state) != "leased":
-            return None
-        raw = (props.metadata or {}).get(HOLDER_KEY, "")
-        return urllib.parse.unquote(raw) or "an unknown holder"
+        return props if getattr(state, "value", state) == "leased" else None
+
+    def _held(self, name: str) -> LockHeld:
+        """Return the LockHeld for lock blob `name`: who holds it and, should that holder be dead (killed,
+        its node lost: its lease then is never released), by when its lease expires at the latest."""
+        try:
+            props = self._lock_properties(name)
+        except BackupError:
+            props = None  # a lock we could not take, whose holder we could not read: still a held lock
+        subject = lock_subject(name)
+        if props is None:  # released between our attempt and this read
+            return LockHeld(f"{subject} is locked by another run (its lease was released just now: try again)")
+        metadata = props.metadata or {}
+        holder = urllib.parse.unquote(metadata.get(HOLDER_KEY, "")) or "an unknown holder"
+        duration = getattr(props.lease, "duration", None)
+        if getattr(duration, "value", duration) == "infinite":
+            return LockHeld(f"{subject} is locked by {holder} with an infinite lease, which never expires by "
+                            "itself: break it (az storage blob lease break) once that holder is gone", holder=holder)
+        try:
+            period = int(metadata.get(PERIOD_KEY, MAX_FINITE_LEASE))
+        except ValueError:
+            period = MAX_FINITE_LEASE
+        # A live holder renews its lease: the last renewal was at most now, so a dead one's expires by then.
+        expires_by = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=min(period, MAX_FINITE_LEASE) + 1)
+        return LockHeld(f"{subject} is locked by {holder}; if that run is gone (killed, or its node lost), "
+                        f"its lease expires by {expires_by:%Y-%m-%dT%H:%M:%SZ} at the latest",
+                        holder=holder, expires_by=expires_by)

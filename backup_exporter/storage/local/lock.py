@@ -32,7 +32,7 @@ def hold(path: Path, name: str, holder: str) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             current = _read_holder(fd)
-            raise LockHeld(f"{lock_subject(name)} is locked by {current}") from None
+            raise LockHeld(f"{lock_subject(name)} is locked by {current}", holder=current) from None
         except OSError as exc:
             raise oserror(f"lock {path}", exc) from exc
         try:
