@@ -31,16 +31,7 @@ class DaemonProcess:
 
     def value(self, name: str, **labels: str) -> float | None:
         """Return the sample's value from a scrape, or None when the series is absent."""
-        for line in self.metrics().splitlines():
-            if line.startswith("#"):
-                continue
-            match = re.match(r"^([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+(\S+)", line)
-            if not match or match.group(1) != name:
-                continue
-            found = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2) or ""))
-            if all(found.get(k) == v for k, v in labels.items()):
-                return float(match.group(3))
-        return None
+        return sample(self.metrics(), name, **labels)
 
     def status(self) -> dict[str, Any]:
         with urllib.request.urlopen(f"{self.url}/api/v1/status", timeout=5) as r:
@@ -86,3 +77,18 @@ def post(url: str, token: str | None = None) -> tuple[int, Any]:
     except urllib.error.HTTPError as exc:
         body = exc.read()
         return exc.code, json.loads(body) if body else None
+
+
+def sample(exposition: str, name: str, **labels: str) -> float | None:
+    """Return the value of the sample `name` with `labels` in one scrape's text, or None when it is absent
+    (several values compared with each other must come from one scrape)."""
+    for line in exposition.splitlines():
+        if line.startswith("#"):
+            continue
+        match = re.match(r"^([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+(\S+)", line)
+        if not match or match.group(1) != name:
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2) or ""))
+        if all(found.get(k) == v for k, v in labels.items()):
+            return float(match.group(3))
+    return None

@@ -21,7 +21,7 @@ from backup_exporter.core.status import Attempt, PlanStatus
 from backup_exporter.storage.local import LocalStorage
 from tests import servers
 from tests.cli_helpers import FAKE_MONGODUMP, backupctl, base_env, start_backupctl
-from tests.daemon_helpers import DaemonProcess, post, start_daemon
+from tests.daemon_helpers import DaemonProcess, post, sample, start_daemon
 from tests.faultproxy import fault_proxy
 
 PER_PLAN_GAUGES = [
@@ -413,9 +413,10 @@ plans:
             seen: list[tuple[float, float, float]] = []
 
             def under_way() -> bool:
-                ratio = daemon.value("backup_progress_ratio", plan="main")
-                done = daemon.value("backup_progress_bytes", plan="main") or 0.0
-                estimated = daemon.value("backup_progress_estimated_bytes", plan="main")
+                scrape = daemon.metrics()  # one scrape: the three are compared with each other
+                ratio = sample(scrape, "backup_progress_ratio", plan="main")
+                done = sample(scrape, "backup_progress_bytes", plan="main") or 0.0
+                estimated = sample(scrape, "backup_progress_estimated_bytes", plan="main")
                 if ratio is not None and estimated is not None and 0 < ratio < 1:
                     seen.append((ratio, done, estimated))
                 return daemon.status()["runs"][0]["state"] == "finished"
