@@ -158,15 +158,21 @@ def _soak(daemon: DaemonProcess) -> Soak:
     return soak
 
 
-def _report(capsys: pytest.CaptureFixture[str], backend: str, soak: Soak) -> dict[str, tuple[float, float, float]]:
+def _report(capsys: pytest.CaptureFixture[str], backend: str, soak: Soak,
+            daemon: DaemonProcess) -> dict[str, tuple[float, float, float]]:
     figures = soak.figures()
-    lines = [f"soak on {backend}: {RUNS} runs in {soak.seconds:.0f} s ({soak.seconds / RUNS:.2f} s per run); "
+    size = int(daemon.value("backup_last_size_bytes", plan="main") or 0)
+    lines = [f"soak on {backend}: {RUNS} runs of a {size}-byte backup in {soak.seconds:.0f} s "
+             f"({soak.seconds / RUNS:.2f} s per run); "
              f"medians of {WINDOW} samples after run {WARM_UP} and of the last {WINDOW}:"]
     for what, (start, end, growth) in figures.items():
         unit = (lambda v: f"{v / 2**20:.1f} MiB") if what == "rss" else (lambda v: f"{v:g}")
         values = [getattr(s, what) for s in soak.samples]
         lines.append(f"  {what:8} {unit(start)} -> {unit(end)} ({growth:+.1%}); "
                      f"min {unit(min(values))}, max {unit(max(values))}")
+    step = max(1, len(soak.samples) // 10)
+    trend = ", ".join(f"{s.run}: {s.rss / 2**20:.1f}" for s in soak.samples[::step])
+    lines.append(f"  rss (MiB) after run {trend}")
     with capsys.disabled():
         print("\n" + "\n".join(lines))
     return figures
@@ -200,7 +206,7 @@ def test_300_runs_through_the_daemon_on_local_storage_leak_nothing(
     daemon = start_daemon(config, base_env(MONGODB_URI=mongo_uri, BACKUP_API_TOKEN=TOKEN), tmp_path / "logs")
     try:
         soak = _soak(daemon)
-        figures = _report(capsys, "local storage", soak)
+        figures = _report(capsys, "local storage", soak, daemon)
         status_json = json.loads((store / "main" / "_status.json").read_text())
         _check_everything_recorded(daemon, status_json)
         assert len(list((store / "main").glob("*.archive.gz"))) == KEEP_LAST
@@ -220,7 +226,7 @@ def test_300_runs_through_the_daemon_on_azurite_leak_nothing(
     daemon = start_daemon(config, env, tmp_path / "logs")
     try:
         soak = _soak(daemon)
-        figures = _report(capsys, "Azurite", soak)
+        figures = _report(capsys, "Azurite", soak, daemon)
         admin = ContainerClient.from_connection_string(azure_connection_string, container)
         try:
             status_json = json.loads(admin.download_blob("main/_status.json").readall())
