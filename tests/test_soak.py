@@ -13,6 +13,7 @@ import json
 import os
 import statistics
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,9 @@ MAX_GROWTH = 0.10
 KEEP_LAST = 5
 TOKEN = "soak-token"
 DATABASE = "soak_db"
+# In the daemon's environment, so inherited by every process it starts (it holds no secret): finds any of
+# them still alive after a run, even one re-parented to init.
+MARKER = f"soak-{uuid.uuid4().hex}"
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +65,7 @@ class Sample:
 @dataclass
 class Soak:
     samples: list[Sample] = field(default_factory=list)
-    leftover_children: list[str] = field(default_factory=list)
+    children_seen: int = 0  # runs during which a dump child carrying the marker was seen
     seconds: float = 0.0
 
     def median(self, what: str, samples: list[Sample]) -> float:
@@ -110,7 +114,23 @@ def _children(process: psutil.Process) -> list[str]:
     return found
 
 
-def _run_once(daemon: DaemonProcess, process: psutil.Process, number: int) -> None:
+def _marked(marker: str, daemon_pid: int) -> list[str]:
+    """Return the processes other than the daemon whose environment holds `marker`: the daemon's
+    descendants, also those that an exiting child left behind to be adopted by init."""
+    needle = marker.encode()
+    found = []
+    for pid in psutil.pids():
+        if pid == daemon_pid:
+            continue
+        try:
+            if needle in Path(f"/proc/{pid}/environ").read_bytes():
+                found.append(f"{pid} {Path(f'/proc/{pid}/cmdline').read_bytes()[:200]!r}")
+        except OSError:
+            pass
+    return found
+
+
+def _run_once(daemon: DaemonProcess, process: psutil.Process, number: int, soak: Soak) -> None:
     """Start run `number` through the run API and wait until it is recorded and its child is gone."""
     deadline = time.monotonic() + 120
     while True:
@@ -120,7 +140,9 @@ def _run_once(daemon: DaemonProcess, process: psutil.Process, number: int) -> No
         # 409: the previous run's after-success step (retention) still holds the plan for a moment.
         assert code == 409 and time.monotonic() < deadline, f"run {number}: {code} {body}"
         time.sleep(0.05)
+    seen = False
     while _successes(daemon) < number:
+        seen = seen or bool(_marked(MARKER, process.pid))
         assert time.monotonic() < deadline, f"run {number} not recorded in 120 s:\n{daemon.log()[-3000:]}"
         assert daemon.process.poll() is None, f"the daemon exited:\n{daemon.log()[-3000:]}"
         failed = daemon.value("backup_runs_total", plan="main", result="failure")
@@ -131,6 +153,8 @@ def _run_once(daemon: DaemonProcess, process: psutil.Process, number: int) -> No
     while (left := _children(process)) and time.monotonic() < settle:
         time.sleep(0.05)
     assert not left, f"run {number} left child processes: {left}"
+    assert not (orphans := _marked(MARKER, process.pid)), f"run {number} left processes behind: {orphans}"
+    soak.children_seen += seen
 
 
 def _sample(process: psutil.Process, number: int) -> Sample:
@@ -151,10 +175,12 @@ def _soak(daemon: DaemonProcess) -> Soak:
     soak = Soak()
     started = time.monotonic()
     for number in range(1, RUNS + 1):
-        _run_once(daemon, process, number)
+        _run_once(daemon, process, number, soak)
         if number > WARM_UP:
             soak.samples.append(_sample(process, number))
     soak.seconds = time.monotonic() - started
+    # The marker reaches the dump children, so the leftover check above could have failed.
+    assert soak.children_seen > RUNS // 2, f"a dump child was seen in only {soak.children_seen} runs"
     return soak
 
 
@@ -164,6 +190,7 @@ def _report(capsys: pytest.CaptureFixture[str], backend: str, soak: Soak,
     size = int(daemon.value("backup_last_size_bytes", plan="main") or 0)
     lines = [f"soak on {backend}: {RUNS} runs of a {size}-byte backup in {soak.seconds:.0f} s "
              f"({soak.seconds / RUNS:.2f} s per run); "
+             f"a dump child seen in {soak.children_seen} runs, none left; "
              f"medians of {WINDOW} samples after run {WARM_UP} and of the last {WINDOW}:"]
     for what, (start, end, growth) in figures.items():
         unit = (lambda v: f"{v / 2**20:.1f} MiB") if what == "rss" else (lambda v: f"{v:g}")
@@ -203,7 +230,8 @@ def test_300_runs_through_the_daemon_on_local_storage_leak_nothing(
     store = tmp_path / "store"
     store.mkdir()
     config = _config(tmp_path / "soak.yml", f"  type: local\n  path: {store}")
-    daemon = start_daemon(config, base_env(MONGODB_URI=mongo_uri, BACKUP_API_TOKEN=TOKEN), tmp_path / "logs")
+    env = base_env(MONGODB_URI=mongo_uri, BACKUP_API_TOKEN=TOKEN, SOAK_MARKER=MARKER)
+    daemon = start_daemon(config, env, tmp_path / "logs")
     try:
         soak = _soak(daemon)
         figures = _report(capsys, "local storage", soak, daemon)
@@ -221,7 +249,7 @@ def test_300_runs_through_the_daemon_on_azurite_leak_nothing(
         capsys: pytest.CaptureFixture[str]) -> None:
     config = _config(tmp_path / "soak.yml",
                      f"  container: {container}\n  connection_string: ${{AZURE_STORAGE_CONNECTION_STRING}}")
-    env = base_env(MONGODB_URI=mongo_uri, BACKUP_API_TOKEN=TOKEN,
+    env = base_env(MONGODB_URI=mongo_uri, BACKUP_API_TOKEN=TOKEN, SOAK_MARKER=MARKER,
                    AZURE_STORAGE_CONNECTION_STRING=azure_connection_string)
     daemon = start_daemon(config, env, tmp_path / "logs")
     try:
