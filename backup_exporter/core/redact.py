@@ -2,9 +2,10 @@
 record, metric label, child's stderr copied into a failure) passes through here first.
 
 Two layers: known secret *shapes* (URI passwords of any scheme, percent-encoded or not, password-bearing
-query options, Azure account keys, SAS signatures, Authorization headers, age secret keys) are always
-masked; and a caller that knows its exact secrets (a parsed URI password, a push password) passes them too,
-so a secret that has no recognisable shape is still caught.
+query options and MONGODB-AWS session tokens, Azure account keys, SAS signatures, Authorization headers, age
+secret keys, PEM private keys) are always masked; and a caller that knows its exact secrets (a parsed URI
+password, a push password) passes them too, so a secret that has no recognisable shape is still caught.
+tests/test_redact_properties.py states what survives around each shape, under generated inputs.
 """
 
 from __future__ import annotations
@@ -17,16 +18,27 @@ MASK = "***"
 MAX_MESSAGE = 400
 
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    # user:password@ in any URI: MongoDB's (mongodb://, mongodb+srv://), a Pushgateway or proxy URL.
-    (re.compile(r"([a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)[^@\s]*@"), r"\1" + MASK + "@"),
-    # password-bearing URI and connection-string options
-    (re.compile(r"(?i)\b(password|pwd|passwd|tlsCertificateKeyFilePassword|sslPEMKeyPassword)=[^&;\s'\"]+"),
-     r"\1=" + MASK),
-    (re.compile(r"(?i)(AccountKey=)[^;\s'\"]+"), r"\1" + MASK),
-    (re.compile(r"(?i)(SharedAccessSignature=)[^;\s'\"]+"), r"\1" + MASK),
-    (re.compile(r"(?i)(\bsig=)[^&;\s'\"]+"), r"\1" + MASK),
+    # An option's value runs to the next '&', ';', whitespace, quote or backslash (a JSON escape such as the
+    # '\n' or '\"' after it in a JSON log line stays intact; base64 and percent-encoding hold no backslash).
+    # user:password@ in any URI: MongoDB's (mongodb://, mongodb+srv://), a Pushgateway or proxy URL. The
+    # password runs to the LAST '@' before the path, so one with an unencoded '@' or ':' is masked whole.
+    (re.compile(r"([a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)[^\s/?]*@"), r"\1" + MASK + "@"),
+    # password-bearing URI and connection-string options (password=, pwd=, tlsCertificateKeyFilePassword=,
+    # sslPEMKeyPassword=, sslClientCertificateKeyPassword=, Password= ...)
+    (re.compile(r"(?i)\b([a-z_]*(?:password|passwd|pwd)=)[^&;\s'\"\\]+"), r"\1" + MASK),
+    # MONGODB-AWS: authMechanismProperties=AWS_SESSION_TOKEN:<token> (':' possibly percent-encoded)
+    (re.compile(r"(?i)(AWS_SESSION_TOKEN(?::|=|%3A))[^,&;\s'\"\\]+"), r"\1" + MASK),
+    (re.compile(r"(?i)(AccountKey=)[^;\s'\"\\]+"), r"\1" + MASK),
+    (re.compile(r"(?i)(SharedAccessSignature=)[^;\s'\"\\]+"), r"\1" + MASK),
+    (re.compile(r"(?i)(\bsig=)[^&;\s'\"\\]+"), r"\1" + MASK),
     (re.compile(r"(?i)(Authorization:\s*\w+\s+)\S+"), r"\1" + MASK),
-    (re.compile(r"AGE-SECRET-KEY-1[0-9A-Z]+"), MASK),
+    # age identities: bech32 (its alphabet has no 1, b, i, o), either case
+    (re.compile(r"(?i)AGE-SECRET-KEY-1[02-9ac-hj-np-z]+"), MASK),
+    # PEM private keys (PKCS#1/#8, EC, OpenSSH, PGP): the body between BEGIN and END; then a key whose END
+    # is missing (a truncated message): everything after BEGIN that a PEM body or header can hold.
+    (re.compile(r"(-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY((?: BLOCK)?)-----).*?(-----END \2PRIVATE KEY\3-----)",
+                re.DOTALL), r"\1" + MASK + r"\4"),
+    (re.compile(r"(-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----)[A-Za-z0-9+/=\s\\:,\-]+"), r"\1" + MASK),
 )
 
 
