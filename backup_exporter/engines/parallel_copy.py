@@ -83,7 +83,7 @@ class ParallelCopy:
         for meta in metas:
             if not has_documents(meta):
                 self.writer.end_namespace(meta.db, meta.collection)
-        self._todo.extend(self._order(copied))
+        self._todo.extend(self.copy_order(copied))
         threads = [threading.Thread(target=self._reader, name=f"native-reader-{i}", daemon=True)
                    for i in range(min(self.readers, len(copied)))]
         for thread in threads:
@@ -113,7 +113,7 @@ class ParallelCopy:
         # A view holds no documents of its own: it is in the archive, not in the counts.
         return {m.namespace: self.writer.documents(m.db, m.collection) for m in copied}
 
-    def _order(self, metas: list[CollectionMeta]) -> list[CollectionMeta]:
+    def copy_order(self, metas: list[CollectionMeta]) -> list[CollectionMeta]:
         """Return the order to copy in: as given with one reader or when every collection gets a reader at
         once (the order cannot change when the dump ends, and asking costs a round trip each, a scan on
         some servers), else largest first."""
