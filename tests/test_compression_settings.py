@@ -195,9 +195,11 @@ class BytesSink:
 
 @pytest.fixture(scope="module")
 def sized_collections(mongo_client: MongoClient[dict[str, Any]]) -> Iterator[tuple[str, dict[str, int]]]:
-    """One database with a big collection (last by name) and three small ones (documents of about 1 KiB)."""
+    """One database with a big collection (last by name) and three small ones (documents of about 1 KiB).
+    The small ones still take 15 batches of 20 each: with fewer, a reader could finish one before another
+    reader's first answer came back, and the segments would not interleave on a loaded machine."""
     db = f"par{uuid.uuid4().hex[:8]}"
-    sizes = {"zz_big": 1200, "small_a": 60, "small_b": 60, "small_c": 60}
+    sizes = {"zz_big": 1500, "small_a": 300, "small_b": 300, "small_c": 300}
     for name, n in sizes.items():
         mongo_client[db][name].insert_many([{"i": i, "pad": hashlib.sha256(str(i).encode()).hexdigest() * 16}
                                             for i in range(n)])
