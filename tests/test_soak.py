@@ -200,8 +200,9 @@ def _report(capsys: pytest.CaptureFixture[str], backend: str, soak: Soak,
     step = max(1, len(soak.samples) // 10)
     trend = ", ".join(f"{s.run}: {s.rss / 2**20:.1f}" for s in soak.samples[::step])
     lines.append(f"  rss (MiB) after run {trend}")
-    with capsys.disabled():
+    with capsys.disabled():  # on the terminal of a run in one process
         print("\n" + "\n".join(lines))
+    print("\n".join(lines))  # captured too: `-rP` shows it when the soak runs in parallel workers
     return figures
 
 
