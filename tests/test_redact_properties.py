@@ -261,6 +261,84 @@ def test_a_sas_signature_is_masked_in_a_url_or_a_bare_token_and_the_other_parame
     check(Case(prefix + token, prefix + masked, (signature,)), wrap)
 
 
+# -- secret-valued keys in a written-out mapping ------------------------------------------------------------
+
+# Keys that name a secret, as the project, the Azure SDK (a request's headers) and operators' files spell them.
+SECRET_KEYS = ["AccountKey", "account_key", "accountKey", "password", "Password", "push_password", "api_token",
+               "sas_token", "sasToken", "clientSecret", "client_secret", "connection_string"]
+SCHEMES = ["Bearer ", "SharedKey acct:", "Basic "]
+# Entries beside the secret, which must survive as they are.
+OTHERS = {"AccountName": "acct", "container": "backups", "x-ms-version": "2021-08-06", "retries": 3}
+
+
+@st.composite
+def secret_entries(draw: st.DrawFn) -> tuple[str, str, str]:
+    """Return (key, value as written, value once masked): an Authorization value keeps its scheme word."""
+    if draw(st.booleans()):
+        scheme, token = draw(st.sampled_from(SCHEMES)), draw(any_text)
+        return "Authorization", scheme + token, scheme.split(" ")[0] + " " + MASK
+    return draw(st.sampled_from(SECRET_KEYS)), draw(any_text), MASK
+
+
+def mappings(key: str, value: object, order: list[str]) -> dict[str, object]:
+    both = {**OTHERS, key: value}
+    return {k: both[k] for k in order}
+
+
+@bounded
+@given(secret_entries(), st.permutations([*OTHERS, "SECRET"]), st.sampled_from(["json", "json-ascii", "repr"]))
+@example(("AccountKey", "c2VjcmV0a2V5PT0=", MASK), ["AccountName", "SECRET"], "json")  # was not masked
+@example(("Authorization", "Bearer eyJhbGciOiJIUzI1NiJ9.e30", f"Bearer {MASK}"), ["SECRET", "retries"], "json")
+def test_a_secret_valued_key_in_json_or_a_dict_repr_is_masked_and_the_other_keys_stay(
+        entry: tuple[str, str, str], order: list[str], form: str) -> None:
+    key, value, masked = entry
+    order = [key if k == "SECRET" else k for k in order]
+
+    def render(v: str) -> str:
+        data = mappings(key, v, order)
+        return repr(data) if form == "repr" else json.dumps(data, ensure_ascii=form == "json-ascii")
+
+    expected = render(masked)
+    if form == "repr":  # repr quotes the value with ' or " by its content; the mask keeps the raw quote
+        quote = repr(value)[0]
+        expected = render("\0").replace(repr("\0"), quote + masked + quote)
+    check(Case(render(value), expected, (value,)), Wrap("as-is", lambda s: s))
+
+
+# A value that a JSON string can hold twice-encoded and still be told apart: no quote or backslash in it
+# (its escapes double, so the mask ends at the first \" followed by ',', '}' or ']').
+nested_values = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc"), exclude_characters="\"'"),
+                        min_size=1, max_size=30)
+
+
+@bounded
+@given(st.sampled_from(SECRET_KEYS), nested_values, st.permutations([*OTHERS, "SECRET"]), st.booleans())
+def test_a_mapping_dumped_into_a_json_log_line_loses_its_secret_value(
+        key: str, value: str, order: list[str], ascii_only: bool) -> None:
+    order = [key if k == "SECRET" else k for k in order]
+
+    def render(v: str) -> str:
+        inner = json.dumps(mappings(key, v, order), ensure_ascii=ascii_only)
+        return json.dumps({"level": "error", "message": f"request failed: {inner}"}, ensure_ascii=ascii_only)
+
+    check(Case(render(value), render(MASK), (value,)), Wrap("as-is", lambda s: s))
+
+
+# A YAML plain scalar: no leading space or quote, no quote, backslash, '#' or line break in it.
+yaml_values = st.from_regex(r"\A[\w+/=.:@!$%^&*()\-][\w+/=.:@!$%^&*() \-]{0,40}\Z")
+
+
+@bounded
+@given(st.sampled_from(SECRET_KEYS), yaml_values, st.sampled_from(["", "  ", "  - "]), st.booleans())
+def test_a_secret_valued_key_in_yaml_is_masked_to_the_end_of_its_line_also_inside_a_json_log_line(
+        key: str, value: str, indent: str, in_json: bool) -> None:
+    def render(v: str) -> str:
+        text = f"storage:\n  container: backups\n{indent}{key}: {v}\n  account_name: acct\n"
+        return json.dumps({"message": f"config:\n{text}"}) if in_json else text
+
+    check(Case(render(value), render(MASK), (value.strip(),)), Wrap("as-is", lambda s: s))
+
+
 # -- private keys ---------------------------------------------------------------------------------------------
 
 BECH32 = "QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L"
@@ -344,6 +422,9 @@ def test_a_truncated_pem_private_key_shows_no_part_of_its_body(
     "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUd\n-----END CERTIFICATE-----",
     "# public key: age1qyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqs3290gq",
     "signature=ok; assigned=3 passwords_rotated=yes",
+    "config.yml: plans.main.password: Input should be a valid string",
+    '{"password_file": "/run/secrets/mongo", "sas_token_expiry": "2027-01-01", "tokens": 5}',
+    "storage:\n  password_file: /run/secrets/mongo\n  tokens: 5\n",
 ])
 def test_text_near_secret_shapes_but_without_secrets_is_unchanged(text: str) -> None:
     assert redact(text) == text

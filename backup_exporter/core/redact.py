@@ -17,7 +17,29 @@ from collections.abc import Iterable
 MASK = "***"
 MAX_MESSAGE = 400
 
+# Keys whose value is a secret wherever a mapping is written out: JSON, a Python dict's repr (an SDK's
+# request headers), YAML. A prefix is allowed so that api_token, sas_token, clientSecret, pushPassword match.
+_SENSITIVE_KEYS = (
+    r"[a-z0-9_\-]*(?:password|passwd|pwd|secret|token)|account_?key|authorization"
+    r"|sharedaccesssignature|connection_?string")
+# An Authorization value keeps its scheme word ("Bearer ***"), as the header form does.
+_SCHEME = r"(?:(?:bearer|basic|sharedkey|token)\s+)?"
+
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    # "key": "value" and key="value" (JSON, a dict's repr, quoted YAML): the value runs to its closing quote,
+    # across backslash escapes.
+    (re.compile(rf"""(?i)((["']?)\b(?:{_SENSITIVE_KEYS})\2\s*[:=]\s*(["']){_SCHEME})((?:\\.|(?!\3)[^\\\n])+)"""),
+     r"\1" + MASK),
+    # The same written inside a JSON string (a dumped mapping in a JSON log line): \"key\": \"value\". The
+    # value's escapes are doubled there, so it ends at the first \" that a ',', '}' or ']' (or the end) follows.
+    (re.compile(rf"""(?i)(\\(["'])(?:{_SENSITIVE_KEYS})\\\2\s*[:=]\s*\\(["']){_SCHEME})([^\n]+?)(?=\\\3\s*(?:[,}}\]]|$))"""),
+     r"\1" + MASK),
+    # key: value in YAML, at a line's start (also after a JSON '\n' escape): the plain scalar runs to the end
+    # of the line, or to a quote or a backslash that starts a JSON escape other than '\uXXXX' (a non-ASCII
+    # character of the value in an ASCII-only JSON line).
+    (re.compile(rf"""(?im)((?:^|\\n)[ \t\-]*(?:{_SENSITIVE_KEYS})[ \t]*:[ \t]+{_SCHEME})"""
+                r"""((?:\\u[0-9a-f]{4}|[^\s"'\\])(?:\\u[0-9a-f]{4}|[^\r\n"\\])*)"""),
+     r"\1" + MASK),
     # An option's value runs to the next '&', ';', whitespace, quote or backslash (a JSON escape such as the
     # '\n' or '\"' after it in a JSON log line stays intact; base64 and percent-encoding hold no backslash).
     # user:password@ in any URI: MongoDB's (mongodb://, mongodb+srv://), a Pushgateway or proxy URL. The
