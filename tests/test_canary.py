@@ -97,7 +97,7 @@ def test_no_secret_leaves_the_process_anywhere(tmp_path: Path, canary_mongo: ser
             outputs += [ok.stdout, ok.stderr]
             assert ok.returncode == 0, ok.stderr
             # The tool cannot connect: mongodump prints the whole URI in its own error (it ignores the
-            # URI's serverSelectionTimeoutMS and retries until the plan's timeout kills it).
+            # URI's serverSelectionTimeoutMS and retries until backupctl's own ping finds no server).
             dead = dict(env, MONGODB_URI=f"mongodb://backup:{PASSWORD}@127.0.0.1:1/?serverSelectionTimeoutMS=1500")
             failed = backupctl(["run-now", "--config", str(config)], dead)
             outputs += [failed.stdout, failed.stderr]

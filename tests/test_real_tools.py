@@ -178,6 +178,27 @@ def test_a_hanging_real_mongodump_is_killed_at_the_plan_timeout(
     assert PASSWORD not in result.stderr
 
 
+@pytest.mark.parametrize("server", ["refused port", "silent server"])
+def test_real_mongodump_that_cannot_reach_mongodb_fails_with_69_at_the_connect_timeout_not_the_plan_timeout(
+        tmp_path: Path, mongo_tools: MongoTools, silent_server: int, server: str) -> None:
+    # No plan timeout is set (the default is 8 h): mongodump itself would wait that long.
+    cfg = write_config(tmp_path, mongo_tools, "any", extra="    connect_timeout: 2s\n")
+    port = 1 if server == "refused port" else silent_server
+    env = base_env(MONGODB_URI=f"mongodb://backup:{PASSWORD}@127.0.0.1:{port}/?directConnection=true"
+                               f"&serverSelectionTimeoutMS=1500")
+    started = time.monotonic()
+    result = backupctl(["run-now", "--config", str(cfg)], env, timeout=90, cwd=tmp_path)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 69, result.stderr
+    assert elapsed < 30, f"took {elapsed:.0f} s"
+    assert f"MongoDB at 127.0.0.1:{port} is unreachable" in result.stderr.splitlines()[-1]
+    assert PASSWORD not in result.stderr
+    assert mongodump_pids(mongo_tools, tmp_path) == []
+    assert not list((tmp_path / "store").rglob("*.archive.gz"))
+    stored = json.loads((tmp_path / "store" / "prod" / "main" / "_status.json").read_text())
+    assert stored["last_attempt"]["exit_code"] == 69
+
+
 def test_sigterm_stops_backupctl_and_its_real_mongodump(
         tmp_path: Path, mongo_tools: MongoTools, silent_server: int) -> None:
     cfg = write_config(tmp_path, mongo_tools, "any")

@@ -379,3 +379,43 @@ def test_a_run_over_the_plans_timeout_is_stopped_recorded_as_a_failure_and_commi
     assert archives(azure_connection_string, container) == []
     attempt = stored_status(azure_connection_string, container)["last_attempt"]
     assert attempt["result"] == "failure" and attempt["exit_code"] == 124
+
+
+def late_dump_config(path: Path, uri: str) -> Path:
+    (path.parent / "store").mkdir(exist_ok=True)
+    path.write_text(f"""storage: {{type: local, path: {path.parent / "store"}}}
+plans:
+  main: {{mongodb_uri: "{uri}", engine: mongodump, mongodump_path: {FAKE_MONGODUMP}, connect_timeout: 1s}}
+""")
+    return path
+
+
+def test_a_dump_tool_slow_to_its_first_byte_is_left_alone_while_the_server_answers(
+        tmp_path: Path, mongo_uri: str) -> None:
+    cfg = late_dump_config(tmp_path / "c.yml", mongo_uri)
+    env = base_env(FAKE_MONGODUMP_MODE="late", FAKE_MONGODUMP_SECONDS="4")
+    result = backupctl(["run-now", "--config", str(cfg)], env)
+    assert result.returncode == 0, result.stderr
+    assert len(list((tmp_path / "store").rglob("*.archive.gz"))) == 1
+
+
+def test_a_dump_tool_that_writes_nothing_while_no_server_answers_is_stopped_with_69_at_the_connect_timeout(
+        tmp_path: Path) -> None:
+    # The real mongodump keeps retrying a refused port past serverSelectionTimeoutMS and SIGTERM
+    # (tests/test_real_tools.py has the same case with it); the stand-in just waits a minute before writing.
+    cfg = late_dump_config(tmp_path / "c.yml", "mongodb://backup:Late-Canary-pw@127.0.0.1:1/")
+    record = tmp_path / "record.jsonl"
+    env = base_env(FAKE_MONGODUMP_MODE="late", FAKE_MONGODUMP_SECONDS="60", FAKE_MONGODUMP_RECORD=str(record))
+    started = time.monotonic()
+    result = backupctl(["run-now", "--config", str(cfg)], env, timeout=60)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 69, result.stderr
+    assert elapsed < 20, f"took {elapsed:.0f} s"
+    message = result.stderr.strip().splitlines()[-1]
+    assert "MongoDB at 127.0.0.1:1 is unreachable" in message and "had written nothing after" in message
+    assert "Late-Canary-pw" not in result.stderr
+    pid = json.loads(record.read_text().splitlines()[0])["pid"]
+    assert not os.path.exists(f"/proc/{pid}") or "zombie" in Path(f"/proc/{pid}/status").read_text()
+    assert not list((tmp_path / "store").rglob("*.archive.gz"))
+    stored = json.loads(next((tmp_path / "store").rglob("_status.json")).read_text())
+    assert stored["last_attempt"]["exit_code"] == 69

@@ -11,6 +11,7 @@ from backup_exporter.archive import DEFAULT_COMPRESSION_LEVEL
 from backup_exporter.core import argv as commands
 from backup_exporter.core.errors import AuthenticationFailed, BackupError, ConfigError, SourceUnavailable, UsageError
 from backup_exporter.engines.process import ProcessEngine
+from backup_exporter.mongo.reachability import unreachable
 from backup_exporter.system.execute import run_briefly
 
 # mongodump exits 1 for every failure; its "Failed: ..." line says which. These give the same exit codes
@@ -25,7 +26,7 @@ class MongodumpEngine(ProcessEngine):
     def __init__(self, uri: str, *, binary: str = "mongodump", include: Sequence[str] = (),
                  exclude: Sequence[str] = (), extra_args: Sequence[str] = (), grace_seconds: float = 10.0,
                  plan: str = "", mongodump_compress: bool = False,
-                 compression_level: int = DEFAULT_COMPRESSION_LEVEL) -> None:
+                 compression_level: int = DEFAULT_COMPRESSION_LEVEL, connect_timeout_s: float = 10.0) -> None:
         try:
             # mongodump's own gzip is one Go thread; ISA-L in our compressor thread is several times faster.
             argv = commands.mongodump_argv(binary, include=include, exclude=exclude, extra_args=extra_args,
@@ -35,6 +36,12 @@ class MongodumpEngine(ProcessEngine):
         super().__init__(uri, argv, grace_seconds=grace_seconds, plan=plan,
                          compression_level=None if mongodump_compress else compression_level)
         self.binary = binary
+        self.connect_timeout_s = connect_timeout_s
+
+    def reachability_error(self) -> BackupError | None:
+        """Return SourceUnavailable when no member of the deployment answers a ping within the plan's
+        connect_timeout (mongodump itself would keep retrying until the plan's timeout), else None."""
+        return unreachable(self.uri, self.connect_timeout_s)
 
     def failure_error(self, returncode: int, stderr_tail: list[str]) -> BackupError:
         """Return AuthenticationFailed or SourceUnavailable when mongodump's own error says so, else

@@ -12,11 +12,12 @@ import json
 import logging
 import sys
 import threading
+import time
 from collections.abc import Sequence
 
 from backup_exporter.archive import DEFAULT_COMPRESSION_LEVEL, GzipStreamWriter, Writable
 from backup_exporter.core import argv as commands
-from backup_exporter.core.errors import BackupError, DumpFailed, Interrupted
+from backup_exporter.core.errors import BackupError, DumpFailed, Interrupted, SourceUnavailable
 from backup_exporter.engines.base import DUMP_INFO_MARKER, DumpInfo, Sink
 from backup_exporter.mongo.uri import render_hosts, uri_secrets
 from backup_exporter.system.execute import Command, exit_code_of
@@ -45,6 +46,12 @@ class ProcessEngine:
     def tool_version(self) -> str:
         return self.name
 
+    def reachability_error(self) -> BackupError | None:
+        """Return an error when the source cannot be reached at all, else None; asked while the child has
+        written nothing, for a child that would keep retrying an unreachable source. None here: a child that
+        gives up by itself (the native engine) needs no watchdog."""
+        return None
+
     def failure_message(self, returncode: int, stderr_tail: list[str]) -> str:
         """Return the one-line message for a child that exited with `returncode` (non-zero)."""
         tail = " | ".join(stderr_tail) or "no error output"
@@ -70,6 +77,10 @@ class ProcessEngine:
         log.debug("started %s (pid %d)", " ".join(command.argv), command.pid)
         watcher = threading.Thread(target=self._stop_on_cancel, args=(command, cancel), daemon=True)
         watcher.start()
+        first_byte = threading.Event()
+        unreachable: list[BackupError] = []
+        threading.Thread(target=self._stop_if_unreachable, args=(command, first_byte, cancel, unreachable),
+                         name=f"reachability-{self.plan}", daemon=True).start()
         gz = GzipStreamWriter(sink, self.compression_level) if self.compression_level is not None else None
         out: Writable = gz if gz is not None else sink
         received = 0
@@ -79,6 +90,7 @@ class ProcessEngine:
                     chunk = command.stdout.read1(READ_SIZE)  # type: ignore[attr-defined]
                     if not chunk or cancel.is_set():
                         break
+                    first_byte.set()
                     received += len(chunk)
                     out.write(chunk)
             except BaseException:
@@ -90,6 +102,8 @@ class ProcessEngine:
             if cancel.is_set():
                 command.stop(self.grace_seconds)
                 raise Interrupted()
+            if unreachable:
+                raise unreachable[0]
             if returncode != 0:
                 lines = [line for line in command.stderr_tail(4) if not line.startswith(DUMP_INFO_MARKER)]
                 raise self.failure_error(returncode, lines[-3:])
@@ -116,6 +130,21 @@ class ProcessEngine:
                 except (ValueError, TypeError, AttributeError):
                     log.warning("%s: unreadable dump report ignored", self.name)
                 return
+
+    def _stop_if_unreachable(self, command: Command, first_byte: threading.Event, cancel: threading.Event,
+                             verdict: list[BackupError]) -> None:
+        """Stop a child that has written nothing when the source does not answer (appending the reason to
+        `verdict`); a child that writes, ends or is cancelled first is left alone."""
+        started = time.monotonic()
+        error = self.reachability_error()
+        if error is None or first_byte.is_set() or cancel.is_set() or command.process.poll() is not None:
+            return
+        waited = time.monotonic() - started
+        verdict.append(SourceUnavailable(f"{error.message}; {self.name} had written nothing after {waited:.0f} s "
+                                         "and was stopped (it keeps retrying a server it cannot reach)"))
+        log.debug("stopping %s: the source does not answer", self.name)
+        # Nothing was written, so nothing is lost by a short grace; mongodump ignores SIGTERM in this state.
+        command.stop(min(self.grace_seconds, 2.0))
 
     def _stop_on_cancel(self, command: Command, cancel: threading.Event) -> None:
         while command.process.poll() is None:

@@ -28,6 +28,8 @@ def describe_error(exc: BaseException, uri: str) -> str:
     text = str(exc)
     # A server-selection timeout appends the whole topology description; the part before it says why.
     text = text.split(", Timeout:", 1)[0]
+    # pymongo appends the client's timeouts, which the project set itself and which only lengthen the line.
+    text = text.split(" (configured timeouts:", 1)[0]
     if isinstance(exc, OperationFailure):
         text = text.split(", full error:", 1)[0]
         if exc.code is not None:

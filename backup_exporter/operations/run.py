@@ -173,7 +173,8 @@ def _engine(plan: PlanConfig, engine: str, grace_seconds: float) -> Engine:
         return MongodumpEngine(plan.mongodb_uri, binary=plan.mongodump_path, include=plan.include,
                                exclude=plan.exclude, extra_args=plan.mongodump_args, grace_seconds=grace_seconds,
                                plan=plan.name, mongodump_compress=plan.mongodump_compress,
-                               compression_level=plan.compression_level)
+                               compression_level=plan.compression_level,
+                               connect_timeout_s=plan.connect_timeout_seconds)
     return NativeProcessEngine(plan.mongodb_uri, include=plan.include, exclude=plan.exclude,
                                connect_timeout_s=plan.connect_timeout_seconds, grace_seconds=grace_seconds,
                                plan=plan.name, compression_level=plan.compression_level,
