@@ -140,6 +140,28 @@ def test_the_native_engine_gives_the_same_exit_code_for_a_wrong_password(
     assert failed.returncode == 77 and WRONG not in failed.stderr
 
 
+@pytest.mark.parametrize("engine", ["mongorestore", "native"])
+def test_both_restore_engines_exit_69_for_an_unreachable_target_and_77_for_refused_credentials(
+        tmp_path: Path, mongo_tools: MongoTools, auth_server: servers.Server, source_db: str,  # noqa: F811
+        engine: str) -> None:
+    cfg = write_config(tmp_path, mongo_tools, f"{source_db}_shop").read_text().replace("engine: mongodump",
+                                                                                          "engine: native")
+    (tmp_path / "native.yml").write_text(cfg)
+    config = str(tmp_path / "native.yml")
+    env = mongo_tools.path_env(base_env(
+        MONGODB_URI=uri_for(auth_server), WRONG_URI=uri_for(auth_server, WRONG),
+        DEAD_URI=f"mongodb://backup:{PASSWORD}@127.0.0.1:1/?directConnection=true&serverSelectionTimeoutMS=2000"))
+    made = backupctl(["run-now", "--config", config], env)
+    assert made.returncode == 0, made.stderr
+    for target, code, says in (("env:DEAD_URI", 69, "MongoDB at 127.0.0.1:1 is unreachable"),
+                               ("env:WRONG_URI", 77, f"MongoDB at {auth_server.address} refused the credentials")):
+        failed = backupctl(["restore", "--latest", "--config", config, "--engine", engine, "--yes",
+                            "--to", target, "--ns-include", f"{source_db}_shop.users"], env, timeout=90)
+        assert failed.returncode == code, failed.stderr
+        assert says in failed.stderr.strip().splitlines()[-1]
+        assert PASSWORD not in failed.stderr and WRONG not in failed.stderr
+
+
 @pytest.fixture
 def silent_server() -> Iterator[int]:
     """A TCP port that accepts connections and never answers: mongodump waits on it indefinitely."""

@@ -9,15 +9,12 @@ from collections.abc import Sequence
 
 from backup_exporter.archive import DEFAULT_COMPRESSION_LEVEL
 from backup_exporter.core import argv as commands
-from backup_exporter.core.errors import AuthenticationFailed, BackupError, ConfigError, SourceUnavailable, UsageError
+from backup_exporter.core.errors import BackupError, ConfigError, UsageError
 from backup_exporter.engines.process import ProcessEngine
 from backup_exporter.mongo.reachability import unreachable
+from backup_exporter.mongo.tool_errors import tool_failure
+from backup_exporter.mongo.uri import render_hosts
 from backup_exporter.system.execute import run_briefly
-
-# mongodump exits 1 for every failure; its "Failed: ..." line says which. These give the same exit codes
-# as the native engine: 77 for refused credentials, 69 for a server it never reached.
-_AUTH_FAILURE = re.compile(r"AuthenticationFailed|auth error|[Aa]uthentication failed|not authorized|Unauthorized")
-_UNREACHABLE = re.compile(r"can't create session|server selection error|no reachable servers")
 
 
 class MongodumpEngine(ProcessEngine):
@@ -46,13 +43,9 @@ class MongodumpEngine(ProcessEngine):
     def failure_error(self, returncode: int, stderr_tail: list[str]) -> BackupError:
         """Return AuthenticationFailed or SourceUnavailable when mongodump's own error says so, else
         DumpFailed with its exit code."""
-        if returncode == 1:
-            text = " ".join(stderr_tail)
-            if _AUTH_FAILURE.search(text):
-                return AuthenticationFailed(self.failure_message(returncode, stderr_tail))
-            if _UNREACHABLE.search(text):
-                return SourceUnavailable(self.failure_message(returncode, stderr_tail))
-        return super().failure_error(returncode, stderr_tail)
+        known = tool_failure(returncode, " ".join(stderr_tail), render_hosts(self.uri),
+                             self.failure_message(returncode, stderr_tail))
+        return known or super().failure_error(returncode, stderr_tail)
 
     def tool_version(self) -> str:
         """Return 'mongodump <version>' as the binary reports it, or 'mongodump unknown'."""

@@ -1,6 +1,7 @@
-"""Whether any member of a deployment answers at all: the mongodump engine asks while mongodump has written
-nothing, because mongodump 100.x keeps retrying a refused or silent server past the URI's
-serverSelectionTimeoutMS (and past SIGTERM), which would hold a run until the plan's timeout."""
+"""Whether any member of a deployment answers at all. mongodump and mongorestore 100.x can keep retrying a
+refused or silent server past the URI's serverSelectionTimeoutMS (and past SIGTERM), which would hold a run
+until the plan's timeout and a restore for ever: the mongodump engine asks while mongodump has written
+nothing, the mongorestore restore asks before it starts mongorestore."""
 
 from __future__ import annotations
 

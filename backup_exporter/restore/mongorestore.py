@@ -14,7 +14,9 @@ from backup_exporter.core import argv as commands
 from backup_exporter.core.errors import ArchiveError, ExitCode, Interrupted
 from backup_exporter.mongo.errors import scrub
 from backup_exporter.mongo.namespaces import pattern_matches, target_namespace
-from backup_exporter.mongo.uri import uri_secrets
+from backup_exporter.mongo.reachability import unreachable
+from backup_exporter.mongo.tool_errors import tool_failure
+from backup_exporter.mongo.uri import render_hosts, uri_secrets
 from backup_exporter.repository.reading import finish_integrity, open_backup, signum_of
 from backup_exporter.restore.native import RestoreFailed
 from backup_exporter.restore.report import RestoredNamespace, RestoreReport
@@ -69,10 +71,17 @@ def restore_with_mongorestore(storage: Storage, info: ObjectInfo, binary: str, *
                                ns_include: Sequence[str], ns_from: Sequence[str], ns_to: Sequence[str],
                                drop: bool, dry_run: bool, identities: Sequence[x25519.Identity] | None = None,
                                cancel: threading.Event | None,
-                               on_read: Callable[[bytes], None] | None = None) -> RestoreReport:
+                               on_read: Callable[[bytes], None] | None = None,
+                               connect_timeout_s: float = 10.0) -> RestoreReport:
     """Restore `info` with mongorestore; `on_read` sees every archive chunk as it is read. Returns the
-    report; raises what operations.restore.restore documents."""
+    report; raises what operations.restore.restore documents (SourceUnavailable when no member of the
+    target answers within `connect_timeout_s`, before mongorestore starts)."""
     name = info.name
+    # mongorestore, like mongodump, can keep retrying a target it never reaches (with directConnection it
+    # outlives its own serverSelectionTimeoutMS and SIGTERM): ask first, as the native restorer does.
+    not_answering = unreachable(target_uri, connect_timeout_s)
+    if not_answering is not None:
+        raise not_answering
     argv = commands.mongorestore_argv(binary, ns_include=ns_include, ns_from=ns_from, ns_to=ns_to, drop=drop,
                              dry_run=dry_run)
     feeder: _StdinFeeder | None = None
@@ -112,8 +121,12 @@ def restore_with_mongorestore(storage: Storage, info: ObjectInfo, binary: str, *
     if code != 0:
         tail = " | ".join(scrub(line, target_uri) for line in command.stderr_tail(_STDERR_LINES))
         exit_code = execute.exit_code_of(code)
-        raise RestoreFailed(f"mongorestore exited with code {exit_code}: {tail or 'no output'}",
-                            exit_code if 0 < exit_code < 64 or exit_code > 128 else ExitCode.DATA)
+        message = f"mongorestore exited with code {exit_code}: {tail or 'no output'}"
+        # A target never reached (69) or refusing the credentials (77) exits as the native restorer does.
+        known = tool_failure(code, tail, render_hosts(target_uri), message)
+        if known is not None:
+            raise known
+        raise RestoreFailed(message, exit_code if 0 < exit_code < 64 or exit_code > 128 else ExitCode.DATA)
     if feeder.broken or summary is None:
         raise RestoreFailed("mongorestore exited successfully without reading the whole archive")
     finish_integrity(name, opened)
