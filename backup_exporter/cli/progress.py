@@ -254,13 +254,16 @@ class RunProgressLine(LiveLine):
         self.progress = progress
         self.estimate = estimate
         self._rate = _Rate()
+        # Rates, ETA and elapsed time by the monotonic clock, from when the line is made (as the run starts):
+        # a wall-clock step must not bend them.
+        self._began = time.monotonic()
 
     def snapshot(self) -> Snapshot:
         p = self.progress
-        now = time.time()
+        now = time.monotonic()
         counted = p.archive
         rate = self._rate.sample(now, counted.data_bytes)
-        return Snapshot(elapsed=now - p.started, documents=counted.documents, source_bytes=counted.data_bytes,
+        return Snapshot(elapsed=now - self._began, documents=counted.documents, source_bytes=counted.data_bytes,
                         uploaded=p.uploaded, rate=rate, collections_done=counted.namespaces_done,
                         estimate_state=self.estimate.state, estimate=p.estimate, finished=self.finished)
 
@@ -293,14 +296,14 @@ class ReadProgressLine(LiveLine):
         super().__init__(console, refresh_per_second)
         self.total = total
         self.done = 0
-        self.started = time.time()
+        self.started = time.monotonic()  # rates and ETA by the monotonic clock: a wall-clock step bends none
         self._rate = _Rate()
 
     def add(self, chunk: bytes) -> None:
         self.done += len(chunk)
 
     def line(self) -> tuple[float | None, str]:
-        now = time.time()
+        now = time.monotonic()
         rate = self._rate.sample(now, self.done)
         fraction = self.done / self.total if self.total > 0 else None
         return fraction, describe_read(self.done, self.total, rate, now - self.started, self.finished)
