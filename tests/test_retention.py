@@ -10,11 +10,13 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from backup_exporter.core.retention import (
+    CLOCK_TOLERANCE,
     NEWEST_REASON,
     NOT_KEPT_REASON,
     Candidate,
     Decision,
     RetentionPolicy,
+    clock_ahead,
     decide,
     format_duration,
     parse_duration,
@@ -342,3 +344,14 @@ def test_format_duration_uses_the_largest_units() -> None:
     assert format_duration(timedelta(hours=36)) == "1d12h"
     assert format_duration(timedelta(minutes=90)) == "1h30m"
     assert format_duration(timedelta(days=14)) == "2w"
+
+
+def test_a_name_ahead_of_its_write_time_by_more_than_the_tolerance_means_the_clock_ran_ahead() -> None:
+    written = datetime(2026, 12, 4, 17, 0, tzinfo=UTC)
+    assert clock_ahead(written + CLOCK_TOLERANCE, written) is None  # at the bound: still trusted
+    assert clock_ahead(written + CLOCK_TOLERANCE + timedelta(seconds=1), written) == CLOCK_TOLERANCE + timedelta(
+        seconds=1)
+    # A name behind its write time is every normal run (it starts before its commit) or a copied backup.
+    assert clock_ahead(written - timedelta(days=300), written) is None
+    with pytest.raises(ValueError, match="naive"):
+        clock_ahead(datetime(2026, 12, 4, 17, 0), written)  # a naive time, on purpose

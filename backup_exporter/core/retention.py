@@ -162,6 +162,22 @@ def _require_aware(moment: datetime, what: str) -> datetime:
     return moment.astimezone(UTC)
 
 
+# How far a backup's name (this host's clock when the run started) may be ahead of the time storage wrote
+# it (storage's clock at the commit, which comes later) before the host's clock is taken to be wrong.
+CLOCK_TOLERANCE = timedelta(minutes=10)
+
+
+def clock_ahead(named: datetime, written: datetime, tolerance: timedelta = CLOCK_TOLERANCE) -> timedelta | None:
+    """Return by how much a backup named at `named` (its start, by this host's clock) is ahead of `written`
+    (when storage wrote it, by storage's clock), when that is more than `tolerance`; else None.
+
+    A run starts before its commit, so a name ahead of its own write time means the host's clock ran ahead:
+    then `now` is ahead too, and keep_within/keep_daily would delete by a wrong clock. Raises ValueError
+    for a naive time."""
+    ahead = _require_aware(named, "the backup's name time") - _require_aware(written, "its write time")
+    return ahead if ahead > tolerance else None
+
+
 def decide(backups: Sequence[Candidate], policy: RetentionPolicy, now: datetime) -> list[Decision]:
     """Return one Decision per backup, newest first (ties broken by name, larger first).
 

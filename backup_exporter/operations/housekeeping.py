@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from backup_exporter.archive.encryption import load_identities
 from backup_exporter.config import Config, PlanConfig
 from backup_exporter.core import naming
+from backup_exporter.core.clock import SYSTEM, Clock
 from backup_exporter.core.errors import BackupError, Interrupted
 from backup_exporter.core.plan_state import PlanStates
 from backup_exporter.operations.prune import PruneReport, prune
@@ -57,14 +58,15 @@ def prune_plan(storage: Storage, plan: PlanConfig, state: PlanStates | None, *, 
     return report
 
 
-def after_success_hook(plan: PlanConfig, storage: Storage,
-                       state: PlanStates | None) -> Callable[[RunOutcome], None]:
-    """Return what runs after each successful backup: retention (if a policy is set), then storage totals."""
+def after_success_hook(plan: PlanConfig, storage: Storage, state: PlanStates | None,
+                       clock: Clock = SYSTEM) -> Callable[[RunOutcome], None]:
+    """Return what runs after each successful backup: retention (if a policy is set, by `clock`), then
+    storage totals."""
 
     def hook(_outcome: RunOutcome) -> None:
         plog = plan_logger(__name__, plan.name)
         if not plan.retention.is_empty:
-            report = prune_plan(storage, plan, state)
+            report = prune_plan(storage, plan, state, now=clock.now())
             event(plog, logging.INFO, "retention", "retention (%s): kept %d, deleted %d",
                   plan.retention.describe(), len(report.kept), len(report.deleted))
         elif state is not None:

@@ -25,6 +25,7 @@ class ListedBackup:
     metadata: dict[str, str] = field(default_factory=dict)
     encrypted: bool = False  # age-encrypted
     recipients: list[str] = field(default_factory=list)  # fingerprints of the public keys it is encrypted for
+    written: datetime | None = None  # when storage wrote it, by storage's clock (its last-modified time)
 
 
 def list_backups(storage: Storage, prefix: str, plan: str, policy: RetentionPolicy,
@@ -44,5 +45,5 @@ def list_backups(storage: Storage, prefix: str, plan: str, policy: RetentionPoli
             name=info.name, time=decision.created, size=info.size,
             sha256=info.metadata.get("sha256") or None, engine=info.metadata.get("engine") or None,
             keep=decision.keep, reasons=list(decision.reasons), metadata=dict(info.metadata),
-            encrypted=is_encrypted(info), recipients=recipients_of(info)))
+            encrypted=is_encrypted(info), recipients=recipients_of(info), written=info.last_modified))
     return listed

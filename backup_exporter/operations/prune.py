@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from backup_exporter.core.errors import BackupError, ExitCode
 from backup_exporter.core.naming import plan_prefix
-from backup_exporter.core.retention import RetentionPolicy
+from backup_exporter.core.retention import CLOCK_TOLERANCE, RetentionPolicy, clock_ahead, format_duration
 from backup_exporter.operations.listing import ListedBackup, list_backups
 from backup_exporter.storage.base import Storage
 
 log = logging.getLogger("backup_exporter.lifecycle")
+
+
+class ClockAhead(BackupError):
+    """Retention refused: the clock that names backups ran ahead of storage's clock."""
+
+    exit_code = ExitCode.DATA
 
 
 @dataclass
@@ -34,13 +40,31 @@ class PruneReport:
         return sum(b.size for b in self.deleted)
 
 
+def _refuse_a_clock_ahead(report: PruneReport, folder: str) -> None:
+    """Raise ClockAhead when the newest backup's name is ahead of the time storage wrote it: the clock
+    that names backups, and so `now`, ran ahead, and the policy's choice cannot be trusted."""
+    newest = (report.kept + report.deleted)[0] if report.kept or report.deleted else None
+    if newest is None or newest.written is None:
+        return
+    ahead = clock_ahead(newest.time, newest.written)
+    if ahead is not None:
+        ahead = timedelta(minutes=round(ahead.total_seconds() / 60))  # the run's own seconds are noise here
+        raise ClockAhead(
+            f"retention of {folder} refused, nothing deleted: backup {newest.name} is named "
+            f"{newest.time:%Y-%m-%dT%H:%M:%SZ} but storage wrote it at {newest.written:%Y-%m-%dT%H:%M:%SZ}, "
+            f"so this host's clock ran {format_duration(ahead)} ahead (more than "
+            f"{format_duration(CLOCK_TOLERANCE)}); fix the clock (NTP), then check that backup and delete or "
+            f"keep it by hand")
+
+
 def prune(storage: Storage, prefix: str, plan: str, policy: RetentionPolicy, now: datetime,
           dry_run: bool = False) -> PruneReport:
     """Delete the plan's backups the policy does not keep, in batches; return what was kept and deleted.
 
     Only `<prefix>/<plan>/<timestamp>.archive.gz` objects are ever deleted, the newest backup never, and
     nothing at all with an empty policy. Raises StorageError (or AuthenticationFailed) when the listing
-    fails (then nothing is deleted) or a deletion fails (then some of the batch may be gone).
+    fails (then nothing is deleted) or a deletion fails (then some of the batch may be gone); ClockAhead,
+    with nothing deleted (also in a dry run), when the newest backup's name is ahead of its write time.
     """
     listed = list_backups(storage, prefix, plan, policy, now)
     report = PruneReport(plan, policy, dry_run,
@@ -52,6 +76,8 @@ def prune(storage: Storage, prefix: str, plan: str, policy: RetentionPolicy, now
     if strays:
         raise BackupError(f"internal error: prune of {folder} chose {strays[0]}, outside it; nothing deleted",
                           ExitCode.SOFTWARE)
+    if doomed:
+        _refuse_a_clock_ahead(report, folder)
     if doomed and not dry_run:
         storage.delete(doomed)
     for backup in report.deleted:

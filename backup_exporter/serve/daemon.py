@@ -48,7 +48,8 @@ class Daemon:
         self.registry = metrics_registry(self.state)
         self.scheduler = PlanScheduler(
             cfg, storage, self.state,
-            after_success=lambda plan: housekeeping.after_success_hook(plan, storage, self.state), clock=clock)
+            after_success=lambda plan: housekeeping.after_success_hook(plan, storage, self.state, clock),
+            clock=clock)
         add_restore_check_jobs(self.scheduler, cfg, storage, self.state)
         # Set once every plan's stored status has been loaded and the next runs are known: until then
         # /metrics answers 503 rather than zeros that would read as "never succeeded".
