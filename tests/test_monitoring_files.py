@@ -37,6 +37,7 @@ EXPECTED_ALERTS = {
     "BackupPushgatewayStale": "warning",
     "BackupPushFailed": "warning",
     "BackupVerifyFailed": "warning",
+    "BackupRetentionFailed": "warning",
 }
 # Alerts whose series have no plan label (the rest must name the plan in their description).
 PLANLESS = {"BackupExporterDown", "BackupMetricsAbsent"}
