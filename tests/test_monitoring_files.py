@@ -69,8 +69,8 @@ def test_alert_labels_and_annotations(name: str) -> None:
     assert ann["summary"].strip() and "\n" not in ann["summary"]
     if name not in PLANLESS:
         assert "$labels.plan" in ann["description"]
-    # description states the value or a threshold, not just the name
-    assert "$value" in ann["description"] or re.search(r"\d", ann["description"])
+    # description states the value, a threshold or a queried figure (a time, a percentage), not just the name
+    assert "$value" in ann["description"] or "| query" in ann["description"] or re.search(r"\d", ann["description"])
 
 
 def test_rules_work_on_scraped_and_pushed_label_sets() -> None:

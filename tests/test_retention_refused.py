@@ -139,6 +139,7 @@ def test_retention_after_a_backup_named_by_a_clock_ahead_of_storage_deletes_noth
             assert outcome.result == "success", outcome.message
         good = [b.name for b in backups.archives(storage, "prod/main")]
         assert len(good) == 1
+        assert registry.get_sample_value("backup_last_retention_success", {"plan": "main"}) == 1
         # The host's clock steps 30 days ahead (a bad NTP source, a VM restored with the wrong time).
         ahead = ManualClock(datetime.now(UTC) + AHEAD, ticking=True)
         with caplog.at_level(logging.ERROR):
@@ -150,6 +151,8 @@ def test_retention_after_a_backup_named_by_a_clock_ahead_of_storage_deletes_noth
     names = [b.name for b in backups.archives(storage, "prod/main")]
     assert good[0] in names and outcome.name in names and len(names) == 2
     assert registry.get_sample_value("backup_retention_failures_total", {"plan": "main"}) == 1
+    assert registry.get_sample_value("backup_last_retention_success", {"plan": "main"}) == 0
+    assert outcome.retention_ok is False
     message = next(r.getMessage() for r in caplog.records if "refused, nothing deleted" in r.getMessage())
     assert f"backup {outcome.name} is named" in message and "clock ran 4w2d ahead" in message
 

@@ -47,6 +47,7 @@ class PlanSnapshot:
     uploaded_bytes: int = 0
     retention_deleted: int = 0
     retention_failures: int = 0  # retention runs refused by storage (WORM, legal hold, lease, rights)
+    retention: tuple[float, bool] | None = None  # the last retention run: (time, success); None until one ran
     record: PlanStatus | None = None  # the status record last loaded or written, if any
 
     def runs(self, result: str) -> int:
@@ -142,6 +143,9 @@ class PlanStates:
 
     def set_stored(self, plan: str, backups: int, total_bytes: int) -> None:
         self._set(plan, stored_backups=backups, stored_bytes=total_bytes)
+
+    def set_retention(self, plan: str, when: float, success: bool) -> None:
+        self._set(plan, retention=(when, success))
 
     def set_restore_check(self, plan: str, when: float, success: bool) -> None:
         self._set(plan, restore_check_time=when, restore_check_success=success)

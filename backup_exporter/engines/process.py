@@ -25,6 +25,7 @@ from backup_exporter.system.execute import Command, exit_code_of
 log = logging.getLogger(__name__)
 
 READ_SIZE = 1 << 20
+FIRST_BYTE_PATIENCE = 2.0  # seconds a child may take to its first byte before the source is asked whether it answers
 # The native child reports what it dumped on its last stderr line, after this marker.
 
 
@@ -136,6 +137,14 @@ class ProcessEngine:
         """Stop a child that has written nothing when the source does not answer (appending the reason to
         `verdict`); a child that writes, ends or is cancelled first is left alone."""
         started = time.monotonic()
+        # A healthy child writes its first bytes within a moment: only one that has not is worth a ping (and a
+        # client of its own, whose threads would outlive a quick run).
+        while not first_byte.is_set() and time.monotonic() - started < FIRST_BYTE_PATIENCE:
+            if cancel.is_set() or command.process.poll() is not None:
+                return
+            first_byte.wait(0.1)
+        if first_byte.is_set():
+            return
         error = self.reachability_error()
         if error is None or first_byte.is_set() or cancel.is_set() or command.process.poll() is not None:
             return

@@ -43,16 +43,18 @@ def refresh_stored(cfg: Config, storage: Storage, state: PlanStates, plans: list
 def prune_plan(storage: Storage, plan: PlanConfig, state: PlanStates | None, *, dry_run: bool = False,
                now: datetime | None = None) -> PruneReport:
     """Apply the plan's retention policy; return the PruneReport. Raises StorageError."""
+    now = now or datetime.now(UTC)
     try:
-        report = prune(storage, plan.prefix, plan.name, plan.retention, now or datetime.now(UTC),
-                       dry_run=dry_run)
+        report = prune(storage, plan.prefix, plan.name, plan.retention, now, dry_run=dry_run)
     except BackupError:
         # Storage that refuses deletes (immutability, legal hold) fails retention loudly: logged by the
-        # caller, counted here for backup_retention_failures_total.
+        # caller, counted here for backup_retention_failures_total and backup_last_retention_success.
         if state is not None and not dry_run:
             state.add_retention_failure(plan.name)
+            state.set_retention(plan.name, now.timestamp(), False)
         raise
     if state is not None and not dry_run:
+        state.set_retention(plan.name, now.timestamp(), True)
         state.add_retention_deleted(plan.name, len(report.deleted))
         state.set_stored(plan.name, len(report.kept), sum(d.size for d in report.kept))
     return report
@@ -63,10 +65,15 @@ def after_success_hook(plan: PlanConfig, storage: Storage, state: PlanStates | N
     """Return what runs after each successful backup: retention (if a policy is set, by `clock`), then
     storage totals."""
 
-    def hook(_outcome: RunOutcome) -> None:
+    def hook(outcome: RunOutcome) -> None:
         plog = plan_logger(__name__, plan.name)
         if not plan.retention.is_empty:
-            report = prune_plan(storage, plan, state, now=clock.now())
+            try:
+                report = prune_plan(storage, plan, state, now=clock.now())
+            except BackupError:
+                outcome.retention_ok = False  # a pushed run reports it (backup_last_retention_success 0)
+                raise
+            outcome.retention_ok = True
             event(plog, logging.INFO, "retention", "retention (%s): kept %d, deleted %d",
                   plan.retention.describe(), len(report.kept), len(report.deleted))
         elif state is not None:

@@ -79,6 +79,7 @@ class RunOutcome:
     engine: str = ""
     elapsed: float | None = None  # seconds by the monotonic clock (finished - started can be a wall-clock jump)
     recorded: bool = True  # False when its result could not be written into the plan's status record
+    retention_ok: bool | None = None  # set by the after-success step: did retention run cleanly (None: no policy)
 
     @property
     def duration(self) -> float:

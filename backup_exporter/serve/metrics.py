@@ -111,6 +111,19 @@ class BackupCollector(Collector):
                 verified_at.add_metric([snapshot.plan, depth], when)
                 verified_ok.add_metric([snapshot.plan, depth], 1.0 if success else 0.0)
         yield from (verified_at, verified_ok)
+        # The last retention run of each plan with a policy (none until one ran, in this process or, pushed,
+        # in the run): 0 while deletes are refused or retention refused to decide, so old backups pile up.
+        retained_at = GaugeMetricFamily("backup_last_retention_timestamp_seconds",
+                                        "UNIX time of the plan's last retention run.", labels=["plan"])
+        retained_ok = GaugeMetricFamily("backup_last_retention_success",
+                                        "1 if the plan's last retention run deleted what its policy chose, 0 if "
+                                        "it failed (storage refused a delete, or the clock ran ahead).",
+                                        labels=["plan"])
+        for snapshot in snapshots:
+            if snapshot.retention is not None:
+                retained_at.add_metric([snapshot.plan], snapshot.retention[0])
+                retained_ok.add_metric([snapshot.plan], 1.0 if snapshot.retention[1] else 0.0)
+        yield from (retained_at, retained_ok)
         if self.counters:
             for name, (documentation, value) in PROGRESS.items():
                 gauge = GaugeMetricFamily(name, documentation, labels=["plan"])

@@ -92,6 +92,8 @@ def build_registry(plan: PlanConfig, outcome: RunOutcome, stored: status.PlanSta
         state.set_last_success(plan.name, previous_success.get(SUCCESS_GAUGES[0], 0.0),
                                int(previous_success.get(SUCCESS_GAUGES[1], 0.0)))
     state.set_max_age(plan.name, plan.max_age_seconds)
+    if outcome.retention_ok is not None:
+        state.set_retention(plan.name, outcome.finished, outcome.retention_ok)
     return metrics_registry(state, counters=False, exclude=exclude)
 
 
