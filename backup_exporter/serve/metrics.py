@@ -138,7 +138,8 @@ class BackupCollector(Collector):
                                           "Backups deleted by the retention policy by this process.", labels=["plan"])
             refused = CounterMetricFamily("backup_retention_failures",
                                           "Retention runs that failed (storage refused a delete: immutability, "
-                                          "legal hold, a lease, missing rights; or the listing failed).",
+                                          "legal hold, a lease, missing rights; the listing failed; or the "
+                                          "clock ran ahead of storage's).",
                                           labels=["plan"])
             for snapshot in snapshots:
                 for result in RESULTS:
