@@ -20,6 +20,7 @@ from backup_exporter.core.clock import SYSTEM
 from backup_exporter.core.errors import StorageError
 from backup_exporter.core.plan_state import PlanStates
 from backup_exporter.operations.housekeeping import after_success_hook, prune_plan
+from backup_exporter.operations.prune import ClockAhead
 from backup_exporter.operations.run import run_backup
 from backup_exporter.repository import backups
 from backup_exporter.serve.metrics import metrics_registry
@@ -154,7 +155,10 @@ def test_retention_after_a_backup_named_by_a_clock_ahead_of_storage_deletes_noth
     assert registry.get_sample_value("backup_last_retention_success", {"plan": "main"}) == 0
     assert outcome.retention_ok is False
     message = next(r.getMessage() for r in caplog.records if "refused, nothing deleted" in r.getMessage())
-    assert f"backup {outcome.name} is named" in message and "clock ran 4w2d ahead" in message
+    if isinstance(storage, LocalStorage):  # the file system keeps this host's clock: the name gives it away
+        assert f"backup {outcome.name} is named" in message and "clock ran 4w2d ahead" in message
+    else:  # Azure has a clock of its own, asked first
+        assert "this host's time" in message and "is 4w2d ahead of storage's" in message
 
 
 def test_prune_by_a_clock_ahead_of_storage_exits_65_with_one_line_and_deletes_nothing_even_in_a_dry_run(
@@ -184,3 +188,30 @@ plans:
         assert "\n" not in line and "Traceback" not in line
         assert "retention of prod/main/ refused, nothing deleted" in line and "fix the clock (NTP)" in line
     assert sorted(p.name for p in store.rglob("*.archive.gz")) == before
+
+
+def test_prune_by_a_host_clock_ahead_of_azure_deletes_nothing_though_every_backup_name_is_right(
+        container: str, azure_connection_string: str) -> None:
+    cfg = config_module.from_mapping({
+        "storage": {"container": container, "connection_string": azure_connection_string},
+        "plans": {"main": {"mongodb_uri": "mongodb://127.0.0.1:1/", "prefix": "prod",
+                           "retention": {"keep_within": "1d"}}}}, {}, "test")
+    plan = cfg.plans["main"]
+    storage = AzureStorage(container, connection_string=azure_connection_string)
+    real = datetime.now(UTC)
+    try:
+        for hours in (3, 2, 1):
+            name = f"prod/main/{real - timedelta(hours=hours):%Y-%m-%dT%H-%M-%SZ}.archive.gz"
+            upload = storage.start_upload(name)
+            upload.write(b"x")
+            upload.commit({"sha256": "0", "size": "1"})
+        state = PlanStates(["main"])
+        # 30 days ahead, every backup looks a month old: keep_within would delete all but the newest.
+        with pytest.raises(ClockAhead, match=r"this host's time .* is 4w2d ahead of storage's .*; fix the clock"):
+            prune_plan(storage, plan, state, now=real + AHEAD)
+        assert len(backups.archives(storage, "prod/main")) == 3
+        assert state.get("main").retention is not None and state.get("main").retention[1] is False
+        # By the right clock the same policy keeps all three (the control: the refusal was the clock's).
+        assert prune_plan(storage, plan, state, now=datetime.now(UTC)).deleted == []
+    finally:
+        storage.close()

@@ -12,6 +12,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -332,3 +333,12 @@ def test_an_upload_under_a_held_lock_commits(storage: Storage) -> None:
     with storage.lock(LOCK, "run"):
         commit(storage, archive("2026-11-27T13-00-00Z"), payload(150_000))
     assert [o.size for o in archives(storage, PREFIX)] == [150_000]
+
+
+def test_server_time_is_storages_own_clock_or_none_where_it_keeps_this_hosts(storage: Storage) -> None:
+    told = storage.server_time()
+    if isinstance(storage, AzureStorage):
+        assert told is not None and told.tzinfo is not None
+        assert abs((told - datetime.now(UTC)).total_seconds()) < 120  # Azurite runs on this host's clock
+    else:
+        assert told is None

@@ -162,19 +162,20 @@ def _require_aware(moment: datetime, what: str) -> datetime:
     return moment.astimezone(UTC)
 
 
-# How far a backup's name (this host's clock when the run started) may be ahead of the time storage wrote
-# it (storage's clock at the commit, which comes later) before the host's clock is taken to be wrong.
+# How far this host's clock may be ahead of storage's before it is taken to be wrong: a backup's name (this
+# host's time when the run started) against the time storage wrote it (at the commit, which comes later),
+# or `now` against storage's own time.
 CLOCK_TOLERANCE = timedelta(minutes=10)
 
 
-def clock_ahead(named: datetime, written: datetime, tolerance: timedelta = CLOCK_TOLERANCE) -> timedelta | None:
-    """Return by how much a backup named at `named` (its start, by this host's clock) is ahead of `written`
-    (when storage wrote it, by storage's clock), when that is more than `tolerance`; else None.
+def clock_ahead(ours: datetime, theirs: datetime, tolerance: timedelta = CLOCK_TOLERANCE) -> timedelta | None:
+    """Return by how much `ours` (a time by this host's clock: a backup's name, or now) is ahead of `theirs`
+    (storage's clock for the same moment or a later one: the backup's write time, or storage's now), when
+    that is more than `tolerance`; else None.
 
-    A run starts before its commit, so a name ahead of its own write time means the host's clock ran ahead:
-    then `now` is ahead too, and keep_within/keep_daily would delete by a wrong clock. Raises ValueError
-    for a naive time."""
-    ahead = _require_aware(named, "the backup's name time") - _require_aware(written, "its write time")
+    A clock that ran ahead makes every real backup look old to keep_within/keep_daily and puts a
+    future-named backup first for keep_last. Raises ValueError for a naive time."""
+    ahead = _require_aware(ours, "this host's time") - _require_aware(theirs, "storage's time")
     return ahead if ahead > tolerance else None
 
 

@@ -40,21 +40,31 @@ class PruneReport:
         return sum(b.size for b in self.deleted)
 
 
-def _refuse_a_clock_ahead(report: PruneReport, folder: str) -> None:
-    """Raise ClockAhead when the newest backup's name is ahead of the time storage wrote it: the clock
-    that names backups, and so `now`, ran ahead, and the policy's choice cannot be trusted."""
+def _refuse_a_clock_ahead(storage: Storage, report: PruneReport, now: datetime, folder: str) -> None:
+    """Raise ClockAhead when this host's clock ran ahead of storage's: when `now` is ahead of storage's own
+    time, or when the newest backup's name is ahead of the time storage wrote it (a clock that was ahead
+    when it named that backup). Either way the policy's choice cannot be trusted. Raises StorageError when
+    storage's time cannot be read."""
+    fix = "fix the clock (NTP)"
+    server = storage.server_time()
+    if server is not None and (ahead := clock_ahead(now, server)) is not None:
+        raise ClockAhead(f"retention of {folder} refused, nothing deleted: this host's time "
+                         f"{now:%Y-%m-%dT%H:%M:%SZ} is {_minutes(ahead)} ahead of storage's "
+                         f"{server:%Y-%m-%dT%H:%M:%SZ} (more than {format_duration(CLOCK_TOLERANCE)}); {fix}")
     newest = (report.kept + report.deleted)[0] if report.kept or report.deleted else None
     if newest is None or newest.written is None:
         return
-    ahead = clock_ahead(newest.time, newest.written)
-    if ahead is not None:
-        ahead = timedelta(minutes=round(ahead.total_seconds() / 60))  # the run's own seconds are noise here
+    if (ahead := clock_ahead(newest.time, newest.written)) is not None:
         raise ClockAhead(
             f"retention of {folder} refused, nothing deleted: backup {newest.name} is named "
             f"{newest.time:%Y-%m-%dT%H:%M:%SZ} but storage wrote it at {newest.written:%Y-%m-%dT%H:%M:%SZ}, "
-            f"so this host's clock ran {format_duration(ahead)} ahead (more than "
-            f"{format_duration(CLOCK_TOLERANCE)}); fix the clock (NTP), then check that backup and delete or "
-            f"keep it by hand")
+            f"so this host's clock ran {_minutes(ahead)} ahead (more than "
+            f"{format_duration(CLOCK_TOLERANCE)}); {fix}, then check that backup and delete or keep it by hand")
+
+
+def _minutes(ahead: timedelta) -> str:
+    """Return `ahead` to the minute ("4w2d"): the seconds of a run or a request are noise here."""
+    return format_duration(timedelta(minutes=round(ahead.total_seconds() / 60)))
 
 
 def prune(storage: Storage, prefix: str, plan: str, policy: RetentionPolicy, now: datetime,
@@ -64,7 +74,8 @@ def prune(storage: Storage, prefix: str, plan: str, policy: RetentionPolicy, now
     Only `<prefix>/<plan>/<timestamp>.archive.gz` objects are ever deleted, the newest backup never, and
     nothing at all with an empty policy. Raises StorageError (or AuthenticationFailed) when the listing
     fails (then nothing is deleted) or a deletion fails (then some of the batch may be gone); ClockAhead,
-    with nothing deleted (also in a dry run), when the newest backup's name is ahead of its write time.
+    with nothing deleted (also in a dry run), when this host's clock is ahead of storage's or the newest
+    backup's name is ahead of its write time.
     """
     listed = list_backups(storage, prefix, plan, policy, now)
     report = PruneReport(plan, policy, dry_run,
@@ -77,7 +88,7 @@ def prune(storage: Storage, prefix: str, plan: str, policy: RetentionPolicy, now
         raise BackupError(f"internal error: prune of {folder} chose {strays[0]}, outside it; nothing deleted",
                           ExitCode.SOFTWARE)
     if doomed:
-        _refuse_a_clock_ahead(report, folder)
+        _refuse_a_clock_ahead(storage, report, now, folder)
     if doomed and not dry_run:
         storage.delete(doomed)
     for backup in report.deleted:

@@ -87,6 +87,11 @@ class Storage(Protocol):
         """Check the storage is reachable and usable. Raises StorageError (or AuthenticationFailed)."""
         ...
 
+    def server_time(self) -> datetime | None:
+        """Return storage's own current time (UTC), or None when it keeps no clock apart from this host's
+        (local, memory). Retention checks this host's clock against it. Raises StorageError."""
+        ...
+
     def start_upload(self, name: str) -> Upload:
         """Begin streaming the object `name`; nothing is visible until commit. Raises StorageError."""
         ...

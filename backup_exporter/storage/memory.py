@@ -115,6 +115,10 @@ class MemoryStorage:
     def ping(self) -> None:
         """Always reachable."""
 
+    def server_time(self) -> datetime | None:
+        """Return None: memory keeps this host's clock."""
+        return None
+
     def start_upload(self, name: str) -> MemoryUpload:
         """Begin buffering object `name`. Raises StorageError for an invalid name."""
         _check_name(name)

@@ -7,8 +7,10 @@ retry policy are built in client.py, and every SDK exception becomes one secret-
 from __future__ import annotations
 
 import contextlib
+import email.utils
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import ContentSettings
@@ -80,6 +82,23 @@ class AzureStorage:
     def describe(self) -> str:
         """Return e.g. 'azure://account/container' (never a secret)."""
         return self.errors.where
+
+    def server_time(self) -> datetime | None:
+        """Return the time in the service's answer to a container request (its HTTP Date header), or None
+        when the answer has none. Raises StorageError or AuthenticationFailed."""
+        dates: list[str] = []
+
+        def keep_date(response: Any) -> None:
+            dates.append(response.http_response.headers.get("Date", ""))
+
+        try:
+            self._container.get_container_properties(raw_response_hook=keep_date)
+        except Exception as exc:  # azure.identity errors are not AzureErrors
+            raise self.errors.error(exc, "read the service's time") from None
+        try:
+            return email.utils.parsedate_to_datetime(dates[-1]).astimezone(UTC) if dates and dates[-1] else None
+        except (TypeError, ValueError):
+            return None
 
     def ping(self) -> None:
         """Check the container exists and credentials work, creating it when `create_container` is set.

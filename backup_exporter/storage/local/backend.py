@@ -66,6 +66,10 @@ class LocalStorage:
         """Return the location as a file:// URL."""
         return f"file://{self.root}"
 
+    def server_time(self) -> datetime | None:
+        """Return None: a local file system keeps this host's clock."""
+        return None
+
     def ping(self) -> None:
         """Check the root is an existing, writable directory. Raises StorageError.
 
