@@ -182,10 +182,6 @@ def _engine(plan: PlanConfig, engine: str, grace_seconds: float) -> Engine:
                                parallel_collections=plan.parallel_collections)
 
 
-def holder_description(trigger: str) -> str:
-    return holders.describe(trigger)
-
-
 def run_backup(plan: PlanConfig, storage: Storage, *, state: PlanStates | None = None,
                cancel: CancelToken | None = None, trigger: str = "manual", progress: Progress | None = None,
                engine: Engine | None = None, after_success: Callable[[RunOutcome], None] | None = None,
@@ -212,7 +208,7 @@ def run_backup(plan: PlanConfig, storage: Storage, *, state: PlanStates | None =
     lock = naming.lock_name(plan.prefix, plan.name)
     try:
         storage.ping()  # a clear "container missing / directory not mounted" before anything else
-        holder = holder_description(trigger)
+        holder = holders.describe(trigger)
         with storage.lock(lock, holder):
             return _locked_run(plan, storage, state, cancel, progress, engine, after_success,
                                _Times(clock, started_at, began), log, grace_seconds, holder, slot, unrecorded)

@@ -36,9 +36,10 @@ from backup_exporter.core.clock import SYSTEM, Clock, JumpWatch
 from backup_exporter.core.errors import BackupError, ExitCode
 from backup_exporter.core.plan_state import PlanStates
 from backup_exporter.operations.estimating import EstimateTask
-from backup_exporter.operations.run import Progress, RunOutcome, holder_description, run_backup
+from backup_exporter.operations.run import Progress, RunOutcome, run_backup
 from backup_exporter.repository import records
 from backup_exporter.storage.base import Storage
+from backup_exporter.system import holders
 from backup_exporter.system.logs import event, plan_logger
 
 log = logging.getLogger(__name__)
@@ -363,7 +364,7 @@ class PlanScheduler:
         try:
             # The lock a failed run could not release is its own lease, which expires by itself: until then
             # this waits (LockHeld), as any other run would.
-            with self.storage.lock(naming.lock_name(plan.prefix, plan.name), holder_description("daemon record")):
+            with self.storage.lock(naming.lock_name(plan.prefix, plan.name), holders.describe("daemon record")):
                 records.update(self.storage, naming.status_name(plan.prefix, plan.name), plan.name, change)
         except BackupError as exc:
             log_.debug("the result of the run started at %s is not recorded yet: %s", outcome.started, exc.message)
