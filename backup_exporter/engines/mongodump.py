@@ -4,6 +4,7 @@ mongodump itself with `--gzip` when asked), streamed onward as produced. Either 
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 
@@ -33,12 +34,9 @@ class MongodumpEngine(ProcessEngine):
         super().__init__(uri, argv, grace_seconds=grace_seconds, plan=plan,
                          compression_level=None if mongodump_compress else compression_level)
         self.binary = binary
-        self.connect_timeout_s = connect_timeout_s
-
-    def reachability_error(self) -> BackupError | None:
-        """Return SourceUnavailable when no member of the deployment answers a ping within the plan's
-        connect_timeout (mongodump itself would keep retrying until the plan's timeout), else None."""
-        return unreachable(self.uri, self.connect_timeout_s)
+        # mongodump keeps retrying a server that never answers until the plan's timeout: SourceUnavailable
+        # when no member of the deployment answers a ping within the plan's connect_timeout.
+        self.reachability = functools.partial(unreachable, uri, connect_timeout_s)
 
     def failure_error(self, returncode: int, stderr_tail: list[str]) -> BackupError:
         """Return AuthenticationFailed or SourceUnavailable when mongodump's own error says so, else

@@ -13,7 +13,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from backup_exporter.archive import DEFAULT_COMPRESSION_LEVEL, GzipStreamWriter, Writable
 from backup_exporter.core import argv as commands
@@ -43,15 +43,13 @@ class ProcessEngine:
         self.grace_seconds = grace_seconds
         self.plan = plan
         self.compression_level = compression_level
+        # For a child that would keep retrying an unreachable source: returns the error when the source does
+        # not answer at all, else None; asked while the child has written nothing. None (no watchdog) for a
+        # child that gives up by itself (the native engine).
+        self.reachability: Callable[[], BackupError | None] | None = None
 
     def tool_version(self) -> str:
         return self.name
-
-    def reachability_error(self) -> BackupError | None:
-        """Return an error when the source cannot be reached at all, else None; asked while the child has
-        written nothing, for a child that would keep retrying an unreachable source. None here: a child that
-        gives up by itself (the native engine) needs no watchdog."""
-        return None
 
     def failure_message(self, returncode: int, stderr_tail: list[str]) -> str:
         """Return the one-line message for a child that exited with `returncode` (non-zero)."""
@@ -80,8 +78,10 @@ class ProcessEngine:
         watcher.start()
         first_byte = threading.Event()
         unreachable: list[BackupError] = []
-        threading.Thread(target=self._stop_if_unreachable, args=(command, first_byte, cancel, unreachable),
-                         name=f"reachability-{self.plan}", daemon=True).start()
+        if self.reachability is not None:
+            threading.Thread(target=self._stop_if_unreachable,
+                             args=(command, self.reachability, first_byte, cancel, unreachable),
+                             name=f"reachability-{self.plan}", daemon=True).start()
         gz = GzipStreamWriter(sink, self.compression_level) if self.compression_level is not None else None
         out: Writable = gz if gz is not None else sink
         received = 0
@@ -132,7 +132,8 @@ class ProcessEngine:
                     log.warning("%s: unreadable dump report ignored", self.name)
                 return
 
-    def _stop_if_unreachable(self, command: Command, first_byte: threading.Event, cancel: threading.Event,
+    def _stop_if_unreachable(self, command: Command, reachability: Callable[[], BackupError | None],
+                             first_byte: threading.Event, cancel: threading.Event,
                              verdict: list[BackupError]) -> None:
         """Stop a child that has written nothing when the source does not answer (appending the reason to
         `verdict`); a child that writes, ends or is cancelled first is left alone."""
@@ -145,7 +146,7 @@ class ProcessEngine:
             first_byte.wait(0.1)
         if first_byte.is_set():
             return
-        error = self.reachability_error()
+        error = reachability()
         if error is None or first_byte.is_set() or cancel.is_set() or command.process.poll() is not None:
             return
         waited = time.monotonic() - started
